@@ -1,0 +1,3 @@
+// Package certs loads the webhook's serving certificate, reloads it when its files
+// change, and makes throwaway CAs for tests and the demo.
+package certs

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+// Flags are the options of `secret-relay serve`, as the contract lists them.
+type Flags struct {
+	Kubeconfig      string
+	WebhookAddress  string
+	TLSCertFile     string
+	TLSKeyFile      string
+	ProbeAddress    string
+	Namespace       string
+	UpstreamTimeout time.Duration
+	LeaderElect     bool
+	LogLevel        zapcore.Level
+	LogFormat       string
+}
+
+func parseFlags(args []string, output io.Writer) (Flags, error) {
+	var f Flags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&f.Kubeconfig, "kubeconfig", "", "kubeconfig of the downstream cluster; empty means in-cluster")
+	fs.StringVar(&f.WebhookAddress, "webhook-address", ":9443", "HTTPS listener for POST /mutate-pods")
+	fs.StringVar(&f.TLSCertFile, "tls-cert-file", "/etc/secret-relay/tls/tls.crt", "serving certificate, re-read when it changes")
+	fs.StringVar(&f.TLSKeyFile, "tls-key-file", "/etc/secret-relay/tls/tls.key", "serving key, re-read when it changes")
+	fs.StringVar(&f.ProbeAddress, "probe-address", ":8080", "plain HTTP listener for /healthz, /readyz and /metrics")
+	fs.StringVar(&f.Namespace, "namespace", defaultNamespace(), "own namespace, for the leader lease and events")
+	fs.DurationVar(&f.UpstreamTimeout, "upstream-timeout", 2*time.Second, "deadline for upstream calls made during one admission")
+	fs.BoolVar(&f.LeaderElect, "leader-elect", true, "only the leader writes during background sync")
+	fs.TextVar(&f.LogLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&f.LogFormat, "log-format", "json", "log format: json or console")
+	if err := fs.Parse(args); err != nil {
+		return Flags{}, err
+	}
+	if fs.NArg() > 0 {
+		return Flags{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return f, f.validate()
+}
+
+func (f Flags) validate() error {
+	var errs []error
+	if f.WebhookAddress == "" {
+		errs = append(errs, errors.New("--webhook-address must not be empty"))
+	}
+	if f.ProbeAddress == "" {
+		errs = append(errs, errors.New("--probe-address must not be empty"))
+	}
+	if f.WebhookAddress != "" && f.WebhookAddress == f.ProbeAddress {
+		errs = append(errs, errors.New("--webhook-address and --probe-address must differ"))
+	}
+	if f.TLSCertFile == "" || f.TLSKeyFile == "" {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required"))
+	}
+	if f.Namespace == "" {
+		errs = append(errs, errors.New("--namespace must not be empty"))
+	}
+	if f.UpstreamTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--upstream-timeout must be positive, got %s", f.UpstreamTimeout))
+	}
+	if f.LogFormat != "json" && f.LogFormat != "console" {
+		errs = append(errs, fmt.Errorf("--log-format must be json or console, got %q", f.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+func defaultNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "secret-relay"
+}

@@ -1,0 +1,86 @@
+package remote
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"k8s.io/client-go/rest"
+)
+
+// Client rate limits for one upstream store. They are set explicitly because
+// client-go's defaults (5 QPS, burst 10) would throttle a burst of admissions, and
+// an unbounded client would let one busy downstream cluster hammer the upstream.
+const (
+	UpstreamQPS   = 50
+	UpstreamBurst = 100
+)
+
+// Endpoint is everything a store tells us about reaching an upstream API server,
+// already resolved from the Secrets and ConfigMaps it references.
+type Endpoint struct {
+	// URL is the API server address; it must be https.
+	URL string
+	// CA is the PEM bundle that verifies the server.
+	CA []byte
+	// Token is the bearer token, when the store authenticates with a token.
+	Token string
+	// ClientCert and ClientKey are the PEM client certificate and key, when the store
+	// authenticates with a certificate.
+	ClientCert []byte
+	ClientKey  []byte
+}
+
+// RESTConfig builds a client configuration from the endpoint alone: no kubeconfig,
+// no in-cluster defaults, nothing a store does not say.
+func (e Endpoint) RESTConfig() (*rest.Config, error) {
+	u, err := url.Parse(e.URL)
+	if err != nil {
+		return nil, fmt.Errorf("invalid server url %q: %w", e.URL, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("server url %q must be an https URL", e.URL)
+	}
+	if len(e.CA) == 0 {
+		return nil, errors.New("no CA bundle for the server")
+	}
+	hasToken := e.Token != ""
+	hasCert := len(e.ClientCert) > 0 || len(e.ClientKey) > 0
+	switch {
+	case hasToken && hasCert:
+		return nil, errors.New("both token and client certificate given: use exactly one auth method")
+	case !hasToken && !hasCert:
+		return nil, errors.New("no credentials: give a bearer token or a client certificate")
+	case hasCert && (len(e.ClientCert) == 0 || len(e.ClientKey) == 0):
+		return nil, errors.New("client certificate auth needs both a certificate and a key")
+	}
+	return &rest.Config{
+		Host:        e.URL,
+		BearerToken: e.Token,
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData:   e.CA,
+			CertData: e.ClientCert,
+			KeyData:  e.ClientKey,
+		},
+		UserAgent: "secret-relay",
+		QPS:       UpstreamQPS,
+		Burst:     UpstreamBurst,
+	}, nil
+}
+
+// fingerprint identifies an endpoint and its credentials, so that a client is
+// rebuilt exactly when something it was built from changes.
+func (e Endpoint) fingerprint() [sha256.Size]byte {
+	h := sha256.New()
+	for _, field := range [][]byte{[]byte(e.URL), e.CA, []byte(e.Token), e.ClientCert, e.ClientKey} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(field)))
+		h.Write(n[:])
+		h.Write(field)
+	}
+	var sum [sha256.Size]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}

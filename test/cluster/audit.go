@@ -1,0 +1,78 @@
+package cluster
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// auditPolicy records who did what to which object, never a request or response body,
+// so the log holds no secret value.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+`
+
+// AuditEvent is the part of an audit.k8s.io/v1 Event that tests count by.
+type AuditEvent struct {
+	Verb string `json:"verb"`
+	User struct {
+		Username string `json:"username"`
+	} `json:"user"`
+	ObjectRef struct {
+		Resource  string `json:"resource"`
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+	} `json:"objectRef"`
+	ResponseStatus struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
+	Stage string `json:"stage"`
+}
+
+func (cp *ControlPlane) configureAudit(api *envtest.APIServer) error {
+	policy := filepath.Join(cp.dir, "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+		return err
+	}
+	cp.auditLog = filepath.Join(cp.dir, "audit.log")
+	api.Configure().
+		Set("audit-policy-file", policy).
+		Set("audit-log-path", cp.auditLog).
+		Set("audit-log-mode", "blocking")
+	return nil
+}
+
+// AuditEvents returns the completed requests the API server has logged so far. It
+// needs Options.AuditLog.
+func (cp *ControlPlane) AuditEvents(t testing.TB) []AuditEvent {
+	t.Helper()
+	if cp.auditLog == "" {
+		t.Fatalf("the %s control plane keeps no audit log: start it with Options.AuditLog", cp.Name)
+	}
+	f, err := os.Open(cp.auditLog)
+	if err != nil {
+		t.Fatalf("could not open the audit log: %v", err)
+	}
+	defer f.Close()
+	var events []AuditEvent
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var ev AuditEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			// The API server may be mid-write on the last line.
+			continue
+		}
+		if ev.Stage == "ResponseComplete" {
+			events = append(events, ev)
+		}
+	}
+	return events
+}

@@ -1,0 +1,202 @@
+// Package cluster is the two-cluster test bed: real kube-apiserver and etcd processes,
+// built from Go modules by `make tools`, started through controller-runtime's envtest.
+// One control plane plays the upstream cluster that holds the Secrets, the other the
+// downstream cluster where pods are admitted.
+//
+// Every process and directory belongs to the test that started it and is cleaned up
+// with t.Cleanup, so tests can run in parallel.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// K8sVersion is the version of the control-plane binaries the test bed runs.
+const K8sVersion = "v1.37.2"
+
+// BinaryDir is where `make tools` puts kube-apiserver, etcd and kubectl. The Makefile
+// exports KUBEBUILDER_ASSETS; without it the default cache path of hack/tools.sh is used.
+func BinaryDir() string {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir
+	}
+	cache := os.Getenv("SECRET_RELAY_TOOLS_CACHE")
+	if cache == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			base = os.TempDir()
+		}
+		cache = filepath.Join(base, "secret-relay", "tools")
+	}
+	return filepath.Join(cache, "k8s-"+K8sVersion)
+}
+
+// Options shape one control plane.
+type Options struct {
+	// AuditLog records every request at Metadata level, so that tests can count
+	// upstream calls with AuditEvents.
+	AuditLog bool
+	// CRDDirs are installed once the API server is up.
+	CRDDirs []string
+}
+
+// ControlPlane is one running cluster: etcd and kube-apiserver, no kubelet and no
+// controller-manager. Pods are admitted and stored but never run.
+type ControlPlane struct {
+	// Name is "upstream" or "downstream" in logs and directory names.
+	Name string
+	// Config is an admin (system:masters) client configuration.
+	Config *rest.Config
+	// Client is a clientset on Config.
+	Client kubernetes.Interface
+	// Kubeconfig is a kubeconfig file for Config, for kubectl and helm.
+	Kubeconfig string
+
+	env      *envtest.Environment
+	dir      string
+	auditLog string
+
+	mu      sync.Mutex
+	stopped bool
+}
+
+// Start starts one control plane and registers its shutdown with t.Cleanup.
+func Start(t testing.TB, name string, opts Options) *ControlPlane {
+	t.Helper()
+	cp, err := start(t, name, opts)
+	if err != nil {
+		t.Fatalf("could not start the %s control plane: %v", name, err)
+	}
+	return cp
+}
+
+// StartPair starts the upstream and downstream control planes side by side. The
+// upstream one keeps an audit log.
+func StartPair(t testing.TB, downstream Options) (up, down *ControlPlane) {
+	t.Helper()
+	var (
+		wg             sync.WaitGroup
+		upErr, downErr error
+	)
+	wg.Add(2)
+	go func() { defer wg.Done(); up, upErr = start(t, "upstream", Options{AuditLog: true}) }()
+	go func() { defer wg.Done(); down, downErr = start(t, "downstream", downstream) }()
+	wg.Wait()
+	if err := errors.Join(upErr, downErr); err != nil {
+		t.Fatalf("could not start the control planes: %v", err)
+	}
+	return up, down
+}
+
+func start(t testing.TB, name string, opts Options) (*ControlPlane, error) {
+	bin := BinaryDir()
+	if _, err := os.Stat(filepath.Join(bin, "kube-apiserver")); err != nil {
+		return nil, fmt.Errorf("no kube-apiserver in %s: run `make tools` first", bin)
+	}
+	dir, err := os.MkdirTemp("", "secret-relay-"+name+"-")
+	if err != nil {
+		return nil, err
+	}
+	cp := &ControlPlane{Name: name, dir: dir}
+	// A fixed cert dir keeps the serving CA and keys across Stop and Restart, so that
+	// clients built from a store's CA keep working after an outage.
+	api := &envtest.APIServer{CertDir: filepath.Join(dir, "apiserver")}
+	if err := os.MkdirAll(api.CertDir, 0o700); err != nil {
+		return nil, err
+	}
+	if opts.AuditLog {
+		if err := cp.configureAudit(api); err != nil {
+			return nil, err
+		}
+	}
+	cp.env = &envtest.Environment{
+		BinaryAssetsDirectory:    bin,
+		ControlPlane:             envtest.ControlPlane{APIServer: api},
+		CRDDirectoryPaths:        opts.CRDDirs,
+		ErrorIfCRDPathMissing:    len(opts.CRDDirs) > 0,
+		ControlPlaneStartTimeout: time.Minute,
+		ControlPlaneStopTimeout:  time.Minute,
+	}
+	cfg, err := cp.env.Start()
+	// Register the cleanup before checking the error: a half-started plane still
+	// has processes to stop.
+	t.Cleanup(func() { cp.shutdown(t) })
+	if err != nil {
+		return nil, err
+	}
+	cp.Config = cfg
+	if cp.Client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	cp.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(cp.Kubeconfig, cp.env.KubeConfig, 0o600); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+func (cp *ControlPlane) shutdown(t testing.TB) {
+	if err := cp.env.Stop(); err != nil {
+		t.Logf("could not stop the %s control plane: %v", cp.Name, err)
+	}
+	if err := os.RemoveAll(cp.dir); err != nil {
+		t.Logf("could not remove %s: %v", cp.dir, err)
+	}
+}
+
+// URL is the https address of the API server, as a SecretStore's server.url holds it.
+func (cp *ControlPlane) URL() string { return cp.Config.Host }
+
+// CA is the PEM bundle that verifies the API server's serving certificate.
+func (cp *ControlPlane) CA() []byte { return cp.Config.CAData }
+
+// Dir is a scratch directory that lives as long as the control plane.
+func (cp *ControlPlane) Dir() string { return cp.dir }
+
+// Stop stops the API server, leaving etcd and its data alone: an outage, from a
+// client's point of view. Restart brings it back on the same address and certificates.
+func (cp *ControlPlane) Stop(t testing.TB) {
+	t.Helper()
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.stopped {
+		return
+	}
+	if err := cp.env.ControlPlane.APIServer.Stop(); err != nil {
+		t.Fatalf("could not stop the %s API server: %v", cp.Name, err)
+	}
+	cp.stopped = true
+}
+
+// Restart starts an API server stopped by Stop and waits until it is healthy.
+func (cp *ControlPlane) Restart(t testing.TB) {
+	t.Helper()
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if !cp.stopped {
+		return
+	}
+	if err := cp.env.ControlPlane.APIServer.Start(); err != nil {
+		t.Fatalf("could not restart the %s API server: %v", cp.Name, err)
+	}
+	cp.stopped = false
+}
+
+// Context is a context for one test step: cancelled at the end of the test, and
+// bounded so that a hung API call fails the test instead of the whole run.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"fmt"
+	"testing"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// Seed names, as ../shared/seed/eso-two-clusters.md has them.
+const (
+	ReaderServiceAccount = "eso-reader"
+	ReaderRole           = "eso-secret-reader"
+	ReaderRoleBinding    = "eso-secret-reader-binding"
+)
+
+// Reader is the seed's eso-reader ServiceAccount: what the upstream admin hands to the
+// downstream cluster.
+type Reader struct {
+	Namespace string
+	Name      string
+	// Token is a bearer token from the TokenRequest API. No controller-manager runs,
+	// so the seed's legacy token Secret would stay empty.
+	Token string
+}
+
+// SeedReader creates the seed's ServiceAccount, Role and RoleBinding in namespace ns
+// upstream, and returns the account with a fresh one-hour token.
+func (cp *ControlPlane) SeedReader(t testing.TB, ns string) Reader {
+	t.Helper()
+	ctx := Context(t)
+	cp.EnsureNamespace(t, ns)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ReaderServiceAccount, Namespace: ns}}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: ReaderRole, Namespace: ns},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"selfsubjectrulesreviews"}, Verbs: []string{"create"}},
+		},
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: ReaderRoleBinding, Namespace: ns},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: ReaderServiceAccount, Namespace: ns}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ReaderRole},
+	}
+	must(t, ignoreExists(cp.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{})))
+	must(t, ignoreExists(cp.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{})))
+	must(t, ignoreExists(cp.Client.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{})))
+	return Reader{Namespace: ns, Name: ReaderServiceAccount, Token: cp.Token(t, ns, ReaderServiceAccount)}
+}
+
+// Token asks the TokenRequest API for a one-hour token of a ServiceAccount.
+func (cp *ControlPlane) Token(t testing.TB, ns, serviceAccount string) string {
+	t.Helper()
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
+	tok, err := cp.Client.CoreV1().ServiceAccounts(ns).CreateToken(Context(t), serviceAccount, req, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("could not request a token for %s/%s on %s: %v", ns, serviceAccount, cp.Name, err)
+	}
+	return tok.Status.Token
+}
+
+// EnsureNamespace creates namespace ns unless it exists.
+func (cp *ControlPlane) EnsureNamespace(t testing.TB, ns string, labels ...map[string]string) {
+	t.Helper()
+	obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+	if len(labels) > 0 {
+		obj.Labels = labels[0]
+	}
+	must(t, ignoreExists(cp.Client.CoreV1().Namespaces().Create(Context(t), obj, metav1.CreateOptions{})))
+}
+
+// CreateSecret creates an Opaque Secret from string data.
+func (cp *ControlPlane) CreateSecret(t testing.TB, ns, name string, data map[string]string) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Type:       corev1.SecretTypeOpaque,
+		StringData: data,
+	}
+	created, err := cp.Client.CoreV1().Secrets(ns).Create(Context(t), s, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("could not create Secret %s/%s on %s: %v", ns, name, cp.Name, err)
+	}
+	return created
+}
+
+func ignoreExists[T any](_ T, err error) error {
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(fmt.Errorf("test bed: %w", err))
+	}
+}
