@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zapcore"
+)
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"version"}, &out, &out))
+	assert.Equal(t, version+"\n", out.String())
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := map[string]struct {
+		args   []string
+		env    string
+		exp    Flags
+		expErr string
+	}{
+		"No flags should give the contract's defaults.": {
+			exp: Flags{
+				WebhookAddress: ":9443", TLSCertFile: "/etc/secret-relay/tls/tls.crt", TLSKeyFile: "/etc/secret-relay/tls/tls.key",
+				ProbeAddress: ":8080", Namespace: "secret-relay", UpstreamTimeout: 2 * time.Second, LeaderElect: true,
+				LogLevel: zapcore.InfoLevel, LogFormat: "json",
+			},
+		},
+		"POD_NAMESPACE should be the default namespace.": {
+			env: "relay-system",
+			exp: Flags{
+				WebhookAddress: ":9443", TLSCertFile: "/etc/secret-relay/tls/tls.crt", TLSKeyFile: "/etc/secret-relay/tls/tls.key",
+				ProbeAddress: ":8080", Namespace: "relay-system", UpstreamTimeout: 2 * time.Second, LeaderElect: true,
+				LogLevel: zapcore.InfoLevel, LogFormat: "json",
+			},
+		},
+		"Every flag should be read.": {
+			args: []string{"--kubeconfig", "/k", "--webhook-address", "127.0.0.1:1", "--tls-cert-file", "c", "--tls-key-file", "k",
+				"--probe-address", "127.0.0.1:2", "--namespace", "ns", "--upstream-timeout", "500ms", "--leader-elect=false",
+				"--log-level", "debug", "--log-format", "console"},
+			exp: Flags{
+				Kubeconfig: "/k", WebhookAddress: "127.0.0.1:1", TLSCertFile: "c", TLSKeyFile: "k", ProbeAddress: "127.0.0.1:2",
+				Namespace: "ns", UpstreamTimeout: 500 * time.Millisecond, LogLevel: zapcore.DebugLevel, LogFormat: "console",
+			},
+		},
+		"A non-positive upstream timeout should be refused.": {
+			args: []string{"--upstream-timeout", "0s"}, expErr: "--upstream-timeout must be positive",
+		},
+		"An unknown log format should be refused.": {
+			args: []string{"--log-format", "xml"}, expErr: "--log-format must be json or console",
+		},
+		"An unknown log level should be refused.": {
+			args: []string{"--log-level", "loud"}, expErr: "loud",
+		},
+		"The same address for both listeners should be refused.": {
+			args: []string{"--webhook-address", ":1", "--probe-address", ":1"}, expErr: "must differ",
+		},
+		"Stray arguments should be refused.": {
+			args: []string{"extra"}, expErr: "unexpected arguments",
+		},
+	}
+	for name, test := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("POD_NAMESPACE", test.env)
+			var out bytes.Buffer
+			got, err := parseFlags(test.args, &out)
+			if test.expErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), test.expErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, test.exp, got)
+		})
+	}
+}
+
+func TestRunRejectsUnknownCommands(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"frobnicate"}, &out, &out)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `unknown command "frobnicate"`)
+	assert.Contains(t, out.String(), "Usage:")
+}
