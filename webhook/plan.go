@@ -1,0 +1,255 @@
+package webhook
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RemoteSecrets holds the upstream Secrets read for one request, by name (RemoteRef.Key).
+type RemoteSecrets map[string]*corev1.Secret
+
+// Source is where a local Secret comes from; it is stored as JSON in the
+// secret-relay.io/source annotation. Two requests with equal Sources yield the same
+// data from the same upstream, so a local Secret may be shared between pods that ask
+// for it the same way, and is never silently taken over by one that asks differently.
+type Source struct {
+	Store    StoreRef        `json:"store"`
+	Data     []DataEntry     `json:"data,omitempty"`
+	DataFrom []DataFromEntry `json:"dataFrom,omitempty"`
+}
+
+// SourceOf returns the Source of a request, in canonical form: the string form is
+// spelled as the single dataFrom it means, and entries are sorted. Entries never
+// yield the same key twice, so their order does not change the data; sorting them
+// keeps a reordered annotation from counting as a different source.
+func SourceOf(req SecretRequest) Source {
+	return Source{
+		Store:    req.Store,
+		Data:     slices.Clone(req.Data),
+		DataFrom: dataFromOf(req),
+	}.canonical()
+}
+
+// dataFromOf returns the request's dataFrom entries, with the string form (WholeSecret)
+// spelled out as one extract of the Secret it names, should the parser not have done so.
+func dataFromOf(req SecretRequest) []DataFromEntry {
+	if req.WholeSecret && len(req.Data) == 0 && len(req.DataFrom) == 0 {
+		return []DataFromEntry{{Extract: RemoteRef{Key: req.Name}}}
+	}
+	return slices.Clone(req.DataFrom)
+}
+
+// canonical returns s with its entries sorted and empty lists made nil.
+func (s Source) canonical() Source {
+	out := Source{Store: s.Store}
+	if len(s.Data) > 0 {
+		out.Data = slices.Clone(s.Data)
+		slices.SortFunc(out.Data, func(a, b DataEntry) int {
+			if c := strings.Compare(a.SecretKey, b.SecretKey); c != 0 {
+				return c
+			}
+			return compareRemoteRef(a.RemoteRef, b.RemoteRef)
+		})
+	}
+	if len(s.DataFrom) > 0 {
+		out.DataFrom = slices.Clone(s.DataFrom)
+		slices.SortFunc(out.DataFrom, func(a, b DataFromEntry) int {
+			return compareRemoteRef(a.Extract, b.Extract)
+		})
+	}
+	return out
+}
+
+func compareRemoteRef(a, b RemoteRef) int {
+	if c := strings.Compare(a.Key, b.Key); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Property, b.Property)
+}
+
+// String returns the deterministic JSON written to the secret-relay.io/source
+// annotation. It holds only names: store, remote Secrets and keys.
+func (s Source) String() string {
+	b, err := json.Marshal(s.canonical())
+	if err != nil {
+		// Source holds only strings; encoding it cannot fail.
+		panic(fmt.Sprintf("could not encode source: %v", err))
+	}
+	return string(b)
+}
+
+// ParseSource reads a secret-relay.io/source annotation. Unknown fields are ignored,
+// so that a Source written by a newer version still reads; a Source without a store
+// is an error.
+func ParseSource(annotation string) (Source, error) {
+	var s Source
+	if err := json.Unmarshal([]byte(annotation), &s); err != nil {
+		return Source{}, fmt.Errorf("could not parse %s annotation: %w", AnnotationSource, err)
+	}
+	if s.Store.Kind == "" || s.Store.Name == "" {
+		return Source{}, fmt.Errorf("could not parse %s annotation: %w", AnnotationSource, errors.New("no store"))
+	}
+	return s.canonical(), nil
+}
+
+// Equal reports whether s and o name the same store and the same references, in any
+// order.
+func (s Source) Equal(o Source) bool {
+	a, b := s.canonical(), o.canonical()
+	return a.Store == b.Store && slices.Equal(a.Data, b.Data) && slices.Equal(a.DataFrom, b.DataFrom)
+}
+
+// DataHash is the hex SHA-256 over the data: keys sorted, each key and value
+// length-delimited (8-byte big-endian length then bytes, for the key and then the
+// value). The delimiting keeps {"ab":"c"} and {"a":"bc"} apart.
+func DataHash(data map[string][]byte) string {
+	h := sha256.New()
+	var n [8]byte
+	write := func(b []byte) {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b))) //nolint:gosec // a length is never negative
+		h.Write(n[:])
+		h.Write(b)
+	}
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		write([]byte(k))
+		write(data[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// PlanSecret computes the local Secret that one request wants in namespace ns. It
+// returns a DenyError, naming Secrets and keys but never values, when a remote Secret
+// or key is missing, when a remote Secret is a service-account token, or when two
+// entries yield the same key.
+func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt time.Time) (*corev1.Secret, error) {
+	dataFrom := dataFromOf(req)
+	if len(req.Data) == 0 && len(dataFrom) == 0 {
+		return nil, Denyf("local Secret %q has no data or dataFrom entries", req.Name)
+	}
+	get := func(key string) (*corev1.Secret, error) {
+		s := remote[key]
+		if s == nil {
+			return nil, Denyf("remote Secret %q not found", key)
+		}
+		if s.Type == corev1.SecretTypeServiceAccountToken {
+			return nil, Denyf("remote Secret %q is a service-account token; secret-relay does not relay tokens", key)
+		}
+		return s, nil
+	}
+
+	data := map[string][]byte{}
+	from := map[string]string{} // local key -> remote Secret it came from
+	put := func(key, remoteName string, value []byte) error {
+		if prev, ok := from[key]; ok {
+			return Denyf("local Secret %q: key %q comes from both remote Secret %q and remote Secret %q", req.Name, key, prev, remoteName)
+		}
+		from[key] = remoteName
+		data[key] = append([]byte{}, value...) // never alias the remote's bytes
+		return nil
+	}
+
+	for _, d := range req.Data {
+		s, err := get(d.RemoteRef.Key)
+		if err != nil {
+			return nil, err
+		}
+		if d.RemoteRef.Property == "" {
+			return nil, Denyf("local Secret %q: key %q names no property of remote Secret %q", req.Name, d.SecretKey, d.RemoteRef.Key)
+		}
+		v, ok := s.Data[d.RemoteRef.Property]
+		if !ok {
+			return nil, Denyf("remote Secret %q has no key %q", d.RemoteRef.Key, d.RemoteRef.Property)
+		}
+		if err := put(d.SecretKey, d.RemoteRef.Key, v); err != nil {
+			return nil, err
+		}
+	}
+	var whole *corev1.Secret
+	for _, d := range dataFrom {
+		s, err := get(d.Extract.Key)
+		if err != nil {
+			return nil, err
+		}
+		if d.Extract.Property != "" {
+			return nil, Denyf("local Secret %q: dataFrom of remote Secret %q cannot name a property", req.Name, d.Extract.Key)
+		}
+		keys := make([]string, 0, len(s.Data))
+		for k := range s.Data {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			if err := put(k, d.Extract.Key, s.Data[k]); err != nil {
+				return nil, err
+			}
+		}
+		whole = s
+	}
+
+	secretType := corev1.SecretTypeOpaque
+	if len(req.Data) == 0 && len(dataFrom) == 1 && whole.Type != "" {
+		// One whole remote Secret keeps its type, so that a TLS or docker-config
+		// Secret stays usable as one.
+		secretType = whole.Type
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      req.Name,
+			Namespace: ns,
+			Labels:    map[string]string{LabelManagedBy: ManagedByValue},
+			Annotations: map[string]string{
+				AnnotationSource:   SourceOf(req).String(),
+				AnnotationDataHash: DataHash(data),
+				AnnotationSyncedAt: syncedAt.UTC().Format(time.RFC3339),
+			},
+		},
+		Type: secretType,
+		Data: data,
+	}, nil
+}
+
+// CheckExisting decides what to do with the local Secret that already has the desired
+// Secret's name. existing == nil means write. It returns write=false when existing is
+// managed, from the same Source, and has the same type and data, and a DenyError when
+// existing is not secret-relay's to change.
+func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
+	if existing == nil {
+		return true, nil
+	}
+	if existing.Labels[LabelManagedBy] != ManagedByValue {
+		return false, Denyf("Secret %q already exists in namespace %q and is not managed by secret-relay; it was left untouched", desired.Name, desired.Namespace)
+	}
+	want, err := ParseSource(desired.Annotations[AnnotationSource])
+	if err != nil {
+		return false, fmt.Errorf("desired Secret %s/%s: %w", desired.Namespace, desired.Name, err)
+	}
+	have, err := ParseSource(existing.Annotations[AnnotationSource])
+	if err != nil {
+		return false, Denyf("Secret %q in namespace %q is relayed from a different source (its %s annotation is unreadable); remove it or rename the item", desired.Name, desired.Namespace, AnnotationSource)
+	}
+	if !have.Equal(want) {
+		return false, Denyf("Secret %q in namespace %q is relayed from a different source (%s); remove it or rename the item", desired.Name, desired.Namespace, have.Store)
+	}
+	hash := desired.Annotations[AnnotationDataHash]
+	// The data is hashed again rather than trusting the annotation, so that a copy
+	// someone edited by hand is put back.
+	same := existing.Type == desired.Type &&
+		existing.Annotations[AnnotationDataHash] == hash &&
+		DataHash(existing.Data) == hash
+	return !same, nil
+}
