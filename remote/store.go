@@ -1,0 +1,395 @@
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/secret-relay/secret-relay/api/v1alpha1"
+)
+
+// ErrInvalidStoreConfiguration is what every ConfigError is, for errors.Is: the store
+// cannot work as written, and no retry will help until someone changes it or the
+// objects it references. The status controller maps it to the Ready reason
+// InvalidStoreConfiguration.
+var ErrInvalidStoreConfiguration = errors.New("invalid store configuration")
+
+// ConfigError says why a store cannot work as written: a bad spec, or a Secret,
+// ConfigMap or key it references that does not exist. Its message names kinds,
+// namespaces, names and keys, never values.
+type ConfigError struct {
+	// Store names the store, as Store.String renders it.
+	Store string
+	// Message says what is wrong, without the store's name, for a status condition.
+	Message string
+}
+
+// Error renders the store and what is wrong with it.
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%s for %s: %s", ErrInvalidStoreConfiguration, e.Store, e.Message)
+}
+
+// Is makes errors.Is(err, ErrInvalidStoreConfiguration) true for every ConfigError.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidStoreConfiguration }
+
+// IsConfigError reports whether err is, or wraps, a ConfigError.
+func IsConfigError(err error) bool { return errors.Is(err, ErrInvalidStoreConfiguration) }
+
+// Store is a resolved store, whatever its kind: what admission and the sync
+// controller need of a SecretStore or ClusterSecretStore, without the API object.
+type Store struct {
+	// Kind is v1alpha1.SecretStoreKind or v1alpha1.ClusterSecretStoreKind.
+	Kind string
+	// Namespace is the SecretStore's namespace; empty for a ClusterSecretStore.
+	Namespace string
+	// Name is the store's name.
+	Name string
+	// Spec is the store's spec as the API server holds it.
+	Spec v1alpha1.SecretStoreSpec
+	// Generation and ResourceVersion tell whether the store changed since a client
+	// was built from it.
+	Generation      int64
+	ResourceVersion string
+}
+
+// StoreFromSecretStore makes a Store of a SecretStore.
+func StoreFromSecretStore(s *v1alpha1.SecretStore) *Store {
+	return &Store{
+		Kind:            v1alpha1.SecretStoreKind,
+		Namespace:       s.Namespace,
+		Name:            s.Name,
+		Spec:            s.Spec,
+		Generation:      s.Generation,
+		ResourceVersion: s.ResourceVersion,
+	}
+}
+
+// StoreFromClusterSecretStore makes a Store of a ClusterSecretStore.
+func StoreFromClusterSecretStore(s *v1alpha1.ClusterSecretStore) *Store {
+	return &Store{
+		Kind:            v1alpha1.ClusterSecretStoreKind,
+		Name:            s.Name,
+		Spec:            s.Spec,
+		Generation:      s.Generation,
+		ResourceVersion: s.ResourceVersion,
+	}
+}
+
+// StoreFromUnstructured makes a Store of either kind as the dynamic client or a
+// dynamic informer returns it; the object's kind decides which.
+func StoreFromUnstructured(u *unstructured.Unstructured) (*Store, error) {
+	switch kind := u.GetKind(); kind {
+	case v1alpha1.SecretStoreKind:
+		s, err := v1alpha1.SecretStoreFromUnstructured(u)
+		if err != nil {
+			return nil, err
+		}
+		return StoreFromSecretStore(s), nil
+	case v1alpha1.ClusterSecretStoreKind:
+		s, err := v1alpha1.ClusterSecretStoreFromUnstructured(u)
+		if err != nil {
+			return nil, err
+		}
+		return StoreFromClusterSecretStore(s), nil
+	default:
+		return nil, fmt.Errorf("%s is not a store: kind %q", u.GetName(), kind)
+	}
+}
+
+// String names the store for messages: "SecretStore default/remote-k8s-store" or
+// "ClusterSecretStore shared".
+func (s *Store) String() string {
+	if s.Namespace == "" {
+		return s.Kind + " " + s.Name
+	}
+	return s.Kind + " " + s.Namespace + "/" + s.Name
+}
+
+// RemoteNamespace is the upstream namespace the store reads Secrets from.
+func (s *Store) RemoteNamespace() string {
+	if k := s.Spec.Provider.Kubernetes; k != nil && k.RemoteNamespace != "" {
+		return k.RemoteNamespace
+	}
+	return v1alpha1.DefaultRemoteNamespace
+}
+
+// AllowsNamespace reports whether a pod in namespace ns may use the store; nsLabels
+// are the Namespace object's labels.
+//
+// A SecretStore serves its own namespace only. A ClusterSecretStore with no
+// conditions serves every namespace; otherwise ns must match a field of some
+// condition: a listed name, the label selector, or a regex that matches the whole
+// name. An invalid selector or regex is a ConfigError, whatever the other entries
+// say, so that a broken store fails the same way for every namespace.
+func (s *Store) AllowsNamespace(ns string, nsLabels map[string]string) (bool, error) {
+	switch s.Kind {
+	case v1alpha1.SecretStoreKind:
+		return ns == s.Namespace, nil
+	case v1alpha1.ClusterSecretStoreKind:
+	default:
+		return false, fmt.Errorf("unknown store kind %q for %s", s.Kind, s.Name)
+	}
+	if len(s.Spec.Conditions) == 0 {
+		return true, nil
+	}
+	allowed := false
+	for i, c := range s.Spec.Conditions {
+		if c.NamespaceSelector != nil {
+			sel, err := metav1.LabelSelectorAsSelector(c.NamespaceSelector)
+			if err != nil {
+				return false, s.configErrorf("spec.conditions[%d].namespaceSelector is invalid: %v", i, err)
+			}
+			// An empty selector matches everything, as it does everywhere else in
+			// Kubernetes; LabelSelectorAsSelector already returns labels.Everything.
+			if sel.Matches(labels.Set(nsLabels)) {
+				allowed = true
+			}
+		}
+		for _, name := range c.Namespaces {
+			if name == ns {
+				allowed = true
+			}
+		}
+		for j, expr := range c.NamespaceRegexes {
+			re, err := regexp.Compile(`^(?:` + expr + `)$`)
+			if err != nil {
+				return false, s.configErrorf("spec.conditions[%d].namespaceRegexes[%d] is not a valid regular expression: %v", i, j, err)
+			}
+			if re.MatchString(ns) {
+				allowed = true
+			}
+		}
+	}
+	return allowed, nil
+}
+
+// RefReader reads downstream Secrets and ConfigMaps. A clientset satisfies it through
+// ClientsetRefReader, and informer listers can later. A missing object is an error
+// for which apierrors.IsNotFound is true.
+type RefReader interface {
+	Secret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
+}
+
+// ClientsetRefReader reads references straight from the API server.
+func ClientsetRefReader(c kubernetes.Interface) RefReader { return clientsetRefReader{c: c} }
+
+type clientsetRefReader struct{ c kubernetes.Interface }
+
+func (r clientsetRefReader) Secret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	return r.c.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (r clientsetRefReader) ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error) {
+	return r.c.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// ResolveEndpoint reads the store's referenced Secrets and ConfigMaps from the
+// downstream cluster and returns the upstream Endpoint.
+//
+// A bad spec, or a referenced object or key that does not exist, is a ConfigError.
+// Any other failure to read a reference, such as a timeout or a 403, is returned
+// wrapped as it is: it says nothing about the store.
+func ResolveEndpoint(ctx context.Context, reader RefReader, s *Store) (Endpoint, error) {
+	k := s.Spec.Provider.Kubernetes
+	if k == nil {
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes is required")
+	}
+	if err := checkServerURL(k.Server.URL); err != nil {
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.server.url: %v", err)
+	}
+	ep := Endpoint{URL: k.Server.URL}
+
+	ca, err := s.resolveCA(ctx, reader, k.Server)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	ep.CA = ca
+
+	auth := k.Auth
+	switch {
+	case auth.Token != nil && auth.Cert != nil:
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth needs exactly one of token or cert, not both")
+	case auth.Token != nil:
+		token, err := s.secretKey(ctx, reader, "auth.token.bearerToken", auth.Token.BearerToken)
+		if err != nil {
+			return Endpoint{}, err
+		}
+		// A token file usually ends in a newline, and client-go refuses a header
+		// value that holds one.
+		ep.Token = strings.TrimSpace(string(token))
+		if ep.Token == "" {
+			return Endpoint{}, s.configErrorf("the bearer token in %s is empty", s.describeSecretKey(auth.Token.BearerToken))
+		}
+	case auth.Cert != nil:
+		if ep.ClientCert, err = s.secretKey(ctx, reader, "auth.cert.clientCert", auth.Cert.ClientCert); err != nil {
+			return Endpoint{}, err
+		}
+		if ep.ClientKey, err = s.secretKey(ctx, reader, "auth.cert.clientKey", auth.Cert.ClientKey); err != nil {
+			return Endpoint{}, err
+		}
+		// The error of X509KeyPair names the problem, never the key material.
+		if _, err := tls.X509KeyPair(ep.ClientCert, ep.ClientKey); err != nil {
+			return Endpoint{}, s.configErrorf("the client certificate in %s and key in %s are not a valid pair: %v",
+				s.describeSecretKey(auth.Cert.ClientCert), s.describeSecretKey(auth.Cert.ClientKey), err)
+		}
+	default:
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth needs exactly one of token or cert")
+	}
+	return ep, nil
+}
+
+// checkServerURL holds a store to what Endpoint.RESTConfig will accept, so that a
+// bad URL is reported as configuration rather than as an upstream failure.
+func checkServerURL(raw string) error {
+	if raw == "" {
+		return errors.New("is required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("is not a valid URL")
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return errors.New("must be an https URL with a host")
+	}
+	if u.User != nil {
+		// Credentials belong in auth, where they are read from a Secret.
+		return errors.New("must not carry credentials")
+	}
+	return nil
+}
+
+// resolveCA returns the PEM bundle from caBundle or caProvider; exactly one must be
+// set, and it must hold at least one certificate.
+func (s *Store) resolveCA(ctx context.Context, reader RefReader, server v1alpha1.KubernetesServer) ([]byte, error) {
+	var (
+		ca     []byte
+		source string
+	)
+	switch p := server.CAProvider; {
+	case len(server.CABundle) > 0 && p != nil:
+		return nil, s.configErrorf("spec.provider.kubernetes.server needs exactly one of caBundle or caProvider, not both")
+	case len(server.CABundle) > 0:
+		ca, source = server.CABundle, "spec.provider.kubernetes.server.caBundle"
+	case p != nil:
+		ns, err := s.refNamespace("server.caProvider", p.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		switch p.Type {
+		case v1alpha1.CAProviderTypeSecret:
+			ref := v1alpha1.SecretKeySelector{Name: p.Name, Key: p.Key, Namespace: p.Namespace}
+			if ca, err = s.secretKey(ctx, reader, "server.caProvider", ref); err != nil {
+				return nil, err
+			}
+		case v1alpha1.CAProviderTypeConfigMap:
+			if ca, err = s.configMapKey(ctx, reader, ns, p.Name, p.Key); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, s.configErrorf("spec.provider.kubernetes.server.caProvider.type %q is not ConfigMap or Secret", p.Type)
+		}
+		source = fmt.Sprintf("%s %s/%s key %q", p.Type, ns, p.Name, p.Key)
+	default:
+		return nil, s.configErrorf("spec.provider.kubernetes.server needs caBundle or caProvider")
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		return nil, s.configErrorf("%s holds no PEM certificate", source)
+	}
+	return ca, nil
+}
+
+// refNamespace is where a reference is read from: a SecretStore's own namespace, or
+// the namespace a ClusterSecretStore's reference must give. field is the
+// reference's path under spec.provider.kubernetes, for the message.
+func (s *Store) refNamespace(field, ns string) (string, error) {
+	switch s.Kind {
+	case v1alpha1.SecretStoreKind:
+		// The CRD forbids the field; refusing another namespace here as well keeps
+		// a SecretStore from reading a Secret its namespace's users cannot see.
+		if ns != "" && ns != s.Namespace {
+			return "", s.configErrorf("spec.provider.kubernetes.%s.namespace: a SecretStore reads references from its own namespace, not %q", field, ns)
+		}
+		return s.Namespace, nil
+	case v1alpha1.ClusterSecretStoreKind:
+		if ns == "" {
+			return "", s.configErrorf("spec.provider.kubernetes.%s.namespace is required in a ClusterSecretStore", field)
+		}
+		return ns, nil
+	default:
+		return "", fmt.Errorf("unknown store kind %q for %s", s.Kind, s.Name)
+	}
+}
+
+// secretKey reads one key of a referenced Secret.
+func (s *Store) secretKey(ctx context.Context, reader RefReader, field string, ref v1alpha1.SecretKeySelector) ([]byte, error) {
+	ns, err := s.refNamespace(field, ref.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if ref.Name == "" || ref.Key == "" {
+		return nil, s.configErrorf("spec.provider.kubernetes.%s needs a name and a key", field)
+	}
+	secret, err := reader.Secret(ctx, ns, ref.Name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, s.configErrorf("Secret %s/%s not found", ns, ref.Name)
+	case err != nil:
+		return nil, fmt.Errorf("could not read Secret %s/%s for %s: %w", ns, ref.Name, s, err)
+	}
+	v, ok := secret.Data[ref.Key]
+	switch {
+	case !ok:
+		return nil, s.configErrorf("Secret %s/%s has no key %q", ns, ref.Name, ref.Key)
+	case len(v) == 0:
+		return nil, s.configErrorf("Secret %s/%s key %q is empty", ns, ref.Name, ref.Key)
+	}
+	return v, nil
+}
+
+// configMapKey reads one key of a referenced ConfigMap, from data or binaryData.
+func (s *Store) configMapKey(ctx context.Context, reader RefReader, ns, name, key string) ([]byte, error) {
+	if name == "" || key == "" {
+		return nil, s.configErrorf("spec.provider.kubernetes.server.caProvider needs a name and a key")
+	}
+	cm, err := reader.ConfigMap(ctx, ns, name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, s.configErrorf("ConfigMap %s/%s not found", ns, name)
+	case err != nil:
+		return nil, fmt.Errorf("could not read ConfigMap %s/%s for %s: %w", ns, name, s, err)
+	}
+	if v, ok := cm.Data[key]; ok && v != "" {
+		return []byte(v), nil
+	}
+	if v, ok := cm.BinaryData[key]; ok && len(v) > 0 {
+		return v, nil
+	}
+	return nil, s.configErrorf("ConfigMap %s/%s has no key %q", ns, name, key)
+}
+
+// describeSecretKey names a Secret key for a message once its namespace is known to
+// be valid.
+func (s *Store) describeSecretKey(ref v1alpha1.SecretKeySelector) string {
+	ns := ref.Namespace
+	if s.Kind == v1alpha1.SecretStoreKind {
+		ns = s.Namespace
+	}
+	return fmt.Sprintf("Secret %s/%s key %q", ns, ref.Name, ref.Key)
+}
+
+func (s *Store) configErrorf(format string, args ...any) *ConfigError {
+	return &ConfigError{Store: s.String(), Message: fmt.Sprintf(format, args...)}
+}
