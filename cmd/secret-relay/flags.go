@@ -23,6 +23,10 @@ type Flags struct {
 	LeaderElect     bool
 	LogLevel        zapcore.Level
 	LogFormat       string
+
+	// Not in the contract's table: tuning knobs, mostly for tests.
+	StoreValidationInterval time.Duration
+	CertReloadInterval      time.Duration
 }
 
 func parseFlags(args []string, output io.Writer) (Flags, error) {
@@ -39,6 +43,8 @@ func parseFlags(args []string, output io.Writer) (Flags, error) {
 	fs.BoolVar(&f.LeaderElect, "leader-elect", true, "only the leader writes during background sync")
 	fs.TextVar(&f.LogLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", "json", "log format: json or console")
+	fs.DurationVar(&f.StoreValidationInterval, "store-validation-interval", 5*time.Minute, "how often every store is validated again")
+	fs.DurationVar(&f.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often the serving certificate files are checked for changes")
 	if err := fs.Parse(args); err != nil {
 		return Flags{}, err
 	}
@@ -67,6 +73,9 @@ func (f Flags) validate() error {
 	}
 	if f.UpstreamTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--upstream-timeout must be positive, got %s", f.UpstreamTimeout))
+	}
+	if f.StoreValidationInterval < time.Second || f.CertReloadInterval <= 0 {
+		errs = append(errs, errors.New("--store-validation-interval must be at least 1s and --cert-reload-interval positive"))
 	}
 	if f.LogFormat != "json" && f.LogFormat != "console" {
 		errs = append(errs, fmt.Errorf("--log-format must be json or console, got %q", f.LogFormat))

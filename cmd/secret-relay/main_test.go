@@ -29,6 +29,7 @@ func TestParseFlags(t *testing.T) {
 				WebhookAddress: ":9443", TLSCertFile: "/etc/secret-relay/tls/tls.crt", TLSKeyFile: "/etc/secret-relay/tls/tls.key",
 				ProbeAddress: ":8080", Namespace: "secret-relay", UpstreamTimeout: 2 * time.Second, LeaderElect: true,
 				LogLevel: zapcore.InfoLevel, LogFormat: "json",
+				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
 			},
 		},
 		"POD_NAMESPACE should be the default namespace.": {
@@ -37,6 +38,7 @@ func TestParseFlags(t *testing.T) {
 				WebhookAddress: ":9443", TLSCertFile: "/etc/secret-relay/tls/tls.crt", TLSKeyFile: "/etc/secret-relay/tls/tls.key",
 				ProbeAddress: ":8080", Namespace: "relay-system", UpstreamTimeout: 2 * time.Second, LeaderElect: true,
 				LogLevel: zapcore.InfoLevel, LogFormat: "json",
+				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
 			},
 		},
 		"Every flag should be read.": {
@@ -46,6 +48,7 @@ func TestParseFlags(t *testing.T) {
 			exp: Flags{
 				Kubeconfig: "/k", WebhookAddress: "127.0.0.1:1", TLSCertFile: "c", TLSKeyFile: "k", ProbeAddress: "127.0.0.1:2",
 				Namespace: "ns", UpstreamTimeout: 500 * time.Millisecond, LogLevel: zapcore.DebugLevel, LogFormat: "console",
+				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
 			},
 		},
 		"A non-positive upstream timeout should be refused.": {

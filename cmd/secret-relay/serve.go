@@ -2,10 +2,218 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-logr/zapr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/remote"
+	"github.com/secret-relay/secret-relay/webhook"
+)
+
+// Downstream client rate limits, set explicitly: admission writes Secrets, and the
+// defaults (5 QPS, burst 10) would queue a burst of pod creations behind each other.
+const (
+	downstreamQPS   = 100
+	downstreamBurst = 200
+)
+
+// Server timeouts. The API server gives a webhook at most 30 s; reviews finish within
+// --upstream-timeout plus a second, so these only bound misbehaving clients.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 15 * time.Second
+	writeTimeout      = 35 * time.Second
+	idleTimeout       = 90 * time.Second
+	shutdownTimeout   = 25 * time.Second
 )
 
 // serve runs the webhook and the sync controller until ctx ends.
-func serve(_ context.Context, _ Flags) error {
-	return errors.New("serve is not built yet: see issue 3, the relay")
+func serve(ctx context.Context, f Flags) error {
+	logger, err := newLogger(f)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = logger.Sync() }()
+
+	cfg, err := downstreamConfig(f.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("could not create the downstream client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("could not create the downstream dynamic client: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := newMetrics(reg)
+	if err != nil {
+		return err
+	}
+
+	stores := remote.NewStoreCache(dyn, f.StoreValidationInterval)
+	clients := remote.NewClients(remote.ClientsetRefReader(kube))
+	validator, err := remote.NewStoreValidator(remote.StoreValidatorConfig{
+		Dynamic: dyn, Kube: kube, Stores: stores, Clients: clients, Logger: logger.Named("stores"),
+	})
+	if err != nil {
+		return err
+	}
+	mutator, err := webhook.NewMutator(webhook.MutatorConfig{
+		Stores:          remote.NewResolver(stores, clients, kube, validator.Revalidate),
+		Local:           webhook.ClientsetLocalSecrets{Client: kube},
+		UpstreamTimeout: f.UpstreamTimeout,
+		Logger:          logger.Named("mutator"),
+	})
+	if err != nil {
+		return err
+	}
+	handler, err := webhook.NewHandler(webhook.HandlerConfig{
+		Mutator: mutator,
+		Logger:  logger.Named("webhook"),
+		Metrics: metrics.kwh,
+		Observe: func(result string) { metrics.admissions.WithLabelValues(result).Inc() },
+	})
+	if err != nil {
+		return err
+	}
+
+	reloader := certs.NewReloader(f.TLSCertFile, f.TLSKeyFile, f.CertReloadInterval)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	goRun := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+
+	stores.Start(ctx)
+	goRun("certificate reloader", func(ctx context.Context) error {
+		return reloader.Start(ctx, zapr.NewLogger(logger.Named("certs")))
+	})
+	goRun("store validator", func(ctx context.Context) error {
+		return runLeading(ctx, f, kube, logger.Named("leader"), validator.Run)
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle("POST /mutate-pods", handler)
+	webhookSrv := &http.Server{
+		Addr:              f.WebhookAddress,
+		Handler:           mux,
+		TLSConfig:         reloader.ServerTLSConfig(),
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          zap.NewStdLog(logger.Named("webhook-http")),
+	}
+	probeSrv := &http.Server{
+		Addr: f.ProbeAddress,
+		Handler: probeMux(reg, []readyCheck{
+			{name: "serving certificate", ok: func(context.Context) error { return boolErr(reloader.Loaded(), "not loaded") }},
+			{name: "store informers", ok: func(context.Context) error { return boolErr(stores.Synced(), "not synced") }},
+			downstreamAnswers(kube),
+		}),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+	}
+	webhookLn, err := net.Listen("tcp", f.WebhookAddress)
+	if err != nil {
+		return fmt.Errorf("could not listen on %s: %w", f.WebhookAddress, err)
+	}
+	probeLn, err := net.Listen("tcp", f.ProbeAddress)
+	if err != nil {
+		webhookLn.Close()
+		return fmt.Errorf("could not listen on %s: %w", f.ProbeAddress, err)
+	}
+	logger.Info("serving", zap.String("version", version), zap.String("webhook", webhookLn.Addr().String()), zap.String("probe", probeLn.Addr().String()))
+	goRun("webhook server", func(context.Context) error { return serveUntilShutdown(webhookSrv.ServeTLS(webhookLn, "", "")) })
+	goRun("probe server", func(context.Context) error { return serveUntilShutdown(probeSrv.Serve(probeLn)) })
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case runErr = <-errc:
+		logger.Error("stopping", zap.Error(runErr))
+	}
+	// Finish the reviews in flight before anything they use goes away.
+	shutdownCtx, done := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer done()
+	err = errors.Join(webhookSrv.Shutdown(shutdownCtx), probeSrv.Shutdown(shutdownCtx))
+	cancel()
+	wg.Wait()
+	return errors.Join(runErr, err)
+}
+
+func serveUntilShutdown(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func newLogger(f Flags) (*zap.Logger, error) {
+	cfg := zap.NewProductionConfig()
+	if f.LogFormat == "console" {
+		cfg = zap.NewDevelopmentConfig()
+	}
+	cfg.Level = zap.NewAtomicLevelAt(f.LogLevel)
+	cfg.Sampling = nil
+	cfg.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	return cfg.Build()
+}
+
+func downstreamConfig(kubeconfig string) (*rest.Config, error) {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("could not load the downstream cluster config: %w", err)
+	}
+	cfg.QPS, cfg.Burst = downstreamQPS, downstreamBurst
+	cfg.UserAgent = "secret-relay/" + version
+	return cfg, nil
+}
+
+func boolErr(ok bool, msg string) error {
+	if ok {
+		return nil
+	}
+	return errors.New(msg)
 }

@@ -17,9 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // K8sVersion is the version of the control-plane binaries the test bed runs.
@@ -99,7 +101,12 @@ func StartPair(t testing.TB, downstream Options) (up, down *ControlPlane) {
 	return up, down
 }
 
+// quietEnvtest keeps controller-runtime from warning that no logger was set: the
+// test bed reports through t instead.
+var quietEnvtest sync.Once
+
 func start(t testing.TB, name string, opts Options) (*ControlPlane, error) {
+	quietEnvtest.Do(func() { ctrllog.SetLogger(logr.Discard()) })
 	bin := BinaryDir()
 	if _, err := os.Stat(filepath.Join(bin, "kube-apiserver")); err != nil {
 		return nil, fmt.Errorf("no kube-apiserver in %s: run `make tools` first", bin)

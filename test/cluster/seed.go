@@ -3,13 +3,17 @@ package cluster
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // Seed names, as ../shared/seed/eso-two-clusters.md has them.
@@ -101,5 +105,38 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(fmt.Errorf("test bed: %w", err))
+	}
+}
+
+// ClientCertUser returns a client certificate and key that the API server accepts
+// for user name: signed by the CA it trusts for client certificates.
+func (cp *ControlPlane) ClientCertUser(t testing.TB, name string, groups ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	user, err := cp.env.ControlPlane.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		t.Fatalf("could not make a client certificate for %s on %s: %v", name, cp.Name, err)
+	}
+	cfg := user.Config()
+	return cfg.CertData, cfg.KeyData
+}
+
+// WaitForTokenRevoked waits until the API server rejects token with 401. The API
+// server learns of a deleted ServiceAccount through its informer, a moment later.
+func (cp *ControlPlane) WaitForTokenRevoked(t testing.TB, token string) {
+	t.Helper()
+	cfg := rest.AnonymousClientConfig(cp.Config)
+	cfg.BearerToken = token
+	client, err := kubernetes.NewForConfig(cfg)
+	must(t, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := client.CoreV1().Namespaces().List(Context(t), metav1.ListOptions{})
+		if apierrors.IsUnauthorized(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the %s API server still accepts the token after 30s (last answer: %v)", cp.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

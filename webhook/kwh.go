@@ -1,0 +1,123 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	kwhhttp "github.com/slok/kubewebhook/v2/pkg/http"
+	kwhlog "github.com/slok/kubewebhook/v2/pkg/log"
+	kwhmodel "github.com/slok/kubewebhook/v2/pkg/model"
+	kwhwebhook "github.com/slok/kubewebhook/v2/pkg/webhook"
+	kwhmutating "github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// This is the only file that knows kubewebhook's webhook and HTTP types: it wires the
+// Mutator into a handler and turns DenyErrors into denials.
+
+// WebhookID names the webhook in kubewebhook's logs and metrics.
+const WebhookID = "secret-relay-pods"
+
+// HandlerConfig configures the admission HTTP handler.
+type HandlerConfig struct {
+	Mutator *Mutator
+	Logger  *zap.Logger
+	// Metrics records each review; nil records nothing.
+	Metrics kwhwebhook.MetricsRecorder
+	// Observe, when set, is told the outcome of every review: "admitted", "denied" or
+	// "error".
+	Observe func(result string)
+}
+
+// NewHandler returns the http.Handler for POST /mutate-pods.
+func NewHandler(cfg HandlerConfig) (http.Handler, error) {
+	if cfg.Mutator == nil {
+		return nil, errors.New("invalid configuration: mutator is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Observe == nil {
+		cfg.Observe = func(string) {}
+	}
+	logger := NewKubewebhookLogger(cfg.Logger)
+	mutate := kwhmutating.MutatorFunc(func(ctx context.Context, ar *kwhmodel.AdmissionReview, obj metav1.Object) (*kwhmutating.MutatorResult, error) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return nil, fmt.Errorf("expected a pod, got %T", obj)
+		}
+		res, err := cfg.Mutator.Relay(ctx, ar.Namespace, pod, ar.DryRun)
+		if err != nil {
+			return nil, err
+		}
+		return &kwhmutating.MutatorResult{MutatedObject: pod, Warnings: res.Warnings}, nil
+	})
+	wh, err := kwhmutating.NewWebhook(kwhmutating.WebhookConfig{
+		ID:      WebhookID,
+		Obj:     &corev1.Pod{},
+		Mutator: mutate,
+		Logger:  logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("could not create the webhook: %w", err)
+	}
+	wh = denyDecorator{next: wh, observe: cfg.Observe}
+	if cfg.Metrics != nil {
+		wh = kwhwebhook.NewMeasuredWebhook(cfg.Metrics, wh)
+	}
+	return kwhhttp.HandlerFor(kwhhttp.HandlerConfig{Webhook: wh, Logger: logger})
+}
+
+// denyDecorator answers pods that carry no secret-relay.io/secrets with an empty
+// patch, and turns a DenyError into allowed=false with its message: HTTP 200, so the
+// user reads why, instead of an HTTP 500 that the API server reports as a failed
+// webhook call.
+type denyDecorator struct {
+	next    kwhwebhook.Webhook
+	observe func(result string)
+}
+
+func (d denyDecorator) ID() string                 { return d.next.ID() }
+func (d denyDecorator) Kind() kwhmodel.WebhookKind { return d.next.Kind() }
+
+func (d denyDecorator) Review(ctx context.Context, ar kwhmodel.AdmissionReview) (kwhmodel.AdmissionResponse, error) {
+	if ar.Operation != kwhmodel.OperationCreate || !wantsRelay(ar.NewObjectRaw) {
+		d.observe("untouched")
+		return &kwhmodel.MutatingAdmissionResponse{ID: ar.ID}, nil
+	}
+	resp, err := d.next.Review(ctx, ar)
+	var deny *DenyError
+	switch {
+	case errors.As(err, &deny):
+		d.observe("denied")
+		return &kwhmodel.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: deny.Error()}, nil
+	case err != nil:
+		d.observe("error")
+		return nil, err
+	}
+	d.observe("admitted")
+	return resp, nil
+}
+
+// wantsRelay reads only the pod's annotations, to pass pods without the
+// secret-relay.io/secrets annotation through untouched, byte for byte.
+func wantsRelay(raw []byte) bool {
+	var obj struct {
+		Metadata struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return true // let the webhook decode it and report the error
+	}
+	_, ok := obj.Metadata.Annotations[AnnotationSecrets]
+	return ok
+}
+
+var _ kwhwebhook.Webhook = denyDecorator{}
+var _ kwhlog.Logger = (*KubewebhookLogger)(nil)
