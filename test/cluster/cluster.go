@@ -207,3 +207,16 @@ func Context(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// ClientWithWarnings is an admin clientset that hands the API server's warnings
+// (admission warnings among them) to h.
+func (cp *ControlPlane) ClientWithWarnings(t testing.TB, h rest.WarningHandler) kubernetes.Interface {
+	t.Helper()
+	cfg := rest.CopyConfig(cp.Config)
+	cfg.WarningHandler = h
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

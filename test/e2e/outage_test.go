@@ -1,0 +1,102 @@
+package e2e_test
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/secret-relay/secret-relay/test/cluster"
+	"github.com/secret-relay/secret-relay/webhook"
+)
+
+// TestUpstreamUnreachable stops the upstream API server: a pod whose Secret has a
+// managed copy is admitted with a warning, one without a copy is denied at once.
+func TestUpstreamUnreachable(t *testing.T) {
+	const upstreamTimeout = time.Second
+	w := newWorld(t, "--upstream-timeout", upstreamTimeout.String())
+	w.seedStore(t, "default", "remote-k8s-store")
+	annotations := map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation}
+	_, err := w.down.Client.CoreV1().Pods("default").Create(cluster.Context(t), pod("before", annotations), metav1.CreateOptions{})
+	require.NoError(t, err)
+	copyBefore, err := w.down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
+	require.NoError(t, err)
+
+	w.up.Stop(t)
+
+	t.Run("A pod with a managed copy should be admitted with a warning.", func(t *testing.T) {
+		warnings := &warningCollector{}
+		client := w.down.ClientWithWarnings(t, warnings)
+		var created bool
+		took := timed(func() {
+			_, err = client.CoreV1().Pods("default").Create(cluster.Context(t), pod("during", annotations), metav1.CreateOptions{})
+			created = err == nil
+		})
+		require.True(t, created, "admitted from the copy: %v", err)
+		assert.Contains(t, warnings.all(), "secret-relay: upstream unreachable, using copy synced at "+copyBefore.Annotations[webhook.AnnotationSyncedAt])
+		assert.Less(t, took, upstreamTimeout+time.Second)
+		after, err := w.down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, copyBefore.Data, after.Data, "the copy is kept as it was")
+	})
+
+	t.Run("A pod without a copy should be denied within the upstream timeout plus a second.", func(t *testing.T) {
+		w.down.EnsureNamespace(t, "no-copy")
+		w.seedStore(t, "no-copy", "remote-k8s-store")
+		var err error
+		took := timed(func() {
+			_, err = w.down.Client.CoreV1().Pods("no-copy").Create(cluster.Context(t), pod("p", annotations), metav1.CreateOptions{})
+		})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "secret-relay: upstream of store SecretStore/remote-k8s-store is unreachable")
+		assert.Less(t, took, upstreamTimeout+time.Second)
+		t.Logf("denied in %s", took.Round(time.Millisecond))
+	})
+
+	t.Run("A store whose upstream never answers should be denied within the upstream timeout plus a second.", func(t *testing.T) {
+		// A listener that accepts connections and never speaks: the call can only time out.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+		}()
+		ns := "black-hole"
+		w.down.EnsureNamespace(t, ns)
+		w.down.CreateSecret(t, ns, "token", map[string]string{"token": w.reader.Token})
+		w.apply(t, `
+apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata: {name: silent, namespace: `+ns+`}
+spec:
+  provider:
+    kubernetes:
+      server: {url: "https://`+l.Addr().String()+`", caBundle: `+base64Std(w.up.CA())+`}
+      auth: {token: {bearerToken: {name: token, key: token}}}
+`)
+		took := timed(func() {
+			_, err = w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("p", map[string]string{
+				webhook.AnnotationStore: "silent", webhook.AnnotationSecrets: seedAnnotation,
+			}), metav1.CreateOptions{})
+		})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "secret-relay: upstream of store SecretStore/silent is unreachable")
+		assert.Less(t, took, upstreamTimeout+time.Second)
+		t.Logf("denied in %s", took.Round(time.Millisecond))
+	})
+
+	t.Run("After the upstream is back, pods should be relayed again.", func(t *testing.T) {
+		w.up.Restart(t)
+		_, err := w.down.Client.CoreV1().Pods("no-copy").Create(cluster.Context(t), pod("after", annotations), metav1.CreateOptions{})
+		require.NoError(t, err)
+	})
+}
