@@ -8,11 +8,11 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/secret-relay/secret-relay/test/cluster"
 )
 
 var (
@@ -40,10 +40,8 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(suiteDir)
-	relayBinary = filepath.Join(suiteDir, "secret-relay")
-	build := exec.Command("go", "build", "-o", relayBinary, "github.com/secret-relay/secret-relay/cmd/secret-relay")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "could not build secret-relay: %v\n%s", err, out)
+	if relayBinary, err = cluster.BuildRelay(suiteDir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	code := m.Run()
@@ -55,6 +53,15 @@ func runSuite(m *testing.M) int {
 		fmt.Printf("scanned %d webhook log files (debug level) for %d fixture values: none found\n", len(logFiles), len(fixtureValues))
 	}
 	return code
+}
+
+// newWorld starts the two clusters and secret-relay, whose log the suite scans at
+// the end.
+func newWorld(t testing.TB, relayArgs ...string) *cluster.World {
+	t.Helper()
+	w := cluster.NewWorld(t, relayBinary, suiteDir, relayArgs...)
+	registerLog(w.Relay.LogFile)
+	return w
 }
 
 func registerLog(path string) {

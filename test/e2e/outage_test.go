@@ -18,37 +18,37 @@ import (
 func TestUpstreamUnreachable(t *testing.T) {
 	const upstreamTimeout = time.Second
 	w := newWorld(t, "--upstream-timeout", upstreamTimeout.String())
-	w.seedStore(t, "default", "remote-k8s-store")
+	w.SeedStore(t, "default", "remote-k8s-store")
 	annotations := map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation}
-	_, err := w.down.Client.CoreV1().Pods("default").Create(cluster.Context(t), pod("before", annotations), metav1.CreateOptions{})
+	_, err := w.Down.Client.CoreV1().Pods("default").Create(cluster.Context(t), cluster.Pod("before", annotations), metav1.CreateOptions{})
 	require.NoError(t, err)
-	copyBefore, err := w.down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
+	copyBefore, err := w.Down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 	require.NoError(t, err)
 
-	w.up.Stop(t)
+	w.Up.Stop(t)
 
 	t.Run("A pod with a managed copy should be admitted with a warning.", func(t *testing.T) {
-		warnings := &warningCollector{}
-		client := w.down.ClientWithWarnings(t, warnings)
+		warnings := &cluster.WarningCollector{}
+		client := w.Down.ClientWithWarnings(t, warnings)
 		var created bool
-		took := timed(func() {
-			_, err = client.CoreV1().Pods("default").Create(cluster.Context(t), pod("during", annotations), metav1.CreateOptions{})
+		took := cluster.Timed(func() {
+			_, err = client.CoreV1().Pods("default").Create(cluster.Context(t), cluster.Pod("during", annotations), metav1.CreateOptions{})
 			created = err == nil
 		})
 		require.True(t, created, "admitted from the copy: %v", err)
-		assert.Contains(t, warnings.all(), "secret-relay: upstream unreachable, using copy synced at "+copyBefore.Annotations[webhook.AnnotationSyncedAt])
+		assert.Contains(t, warnings.All(), "secret-relay: upstream unreachable, using copy synced at "+copyBefore.Annotations[webhook.AnnotationSyncedAt])
 		assert.Less(t, took, upstreamTimeout+time.Second)
-		after, err := w.down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
+		after, err := w.Down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 		require.NoError(t, err)
 		assert.Equal(t, copyBefore.Data, after.Data, "the copy is kept as it was")
 	})
 
 	t.Run("A pod without a copy should be denied within the upstream timeout plus a second.", func(t *testing.T) {
-		w.down.EnsureNamespace(t, "no-copy")
-		w.seedStore(t, "no-copy", "remote-k8s-store")
+		w.Down.EnsureNamespace(t, "no-copy")
+		w.SeedStore(t, "no-copy", "remote-k8s-store")
 		var err error
-		took := timed(func() {
-			_, err = w.down.Client.CoreV1().Pods("no-copy").Create(cluster.Context(t), pod("p", annotations), metav1.CreateOptions{})
+		took := cluster.Timed(func() {
+			_, err = w.Down.Client.CoreV1().Pods("no-copy").Create(cluster.Context(t), cluster.Pod("p", annotations), metav1.CreateOptions{})
 		})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "secret-relay: upstream of store SecretStore/remote-k8s-store is unreachable")
@@ -71,20 +71,20 @@ func TestUpstreamUnreachable(t *testing.T) {
 			}
 		}()
 		ns := "black-hole"
-		w.down.EnsureNamespace(t, ns)
-		w.down.CreateSecret(t, ns, "token", map[string]string{"token": w.reader.Token})
-		w.apply(t, `
+		w.Down.EnsureNamespace(t, ns)
+		w.Down.CreateSecret(t, ns, "token", map[string]string{"token": w.Reader.Token})
+		w.Apply(t, `
 apiVersion: secret-relay.io/v1alpha1
 kind: SecretStore
 metadata: {name: silent, namespace: `+ns+`}
 spec:
   provider:
     kubernetes:
-      server: {url: "https://`+l.Addr().String()+`", caBundle: `+base64Std(w.up.CA())+`}
+      server: {url: "https://`+l.Addr().String()+`", caBundle: `+base64Std(w.Up.CA())+`}
       auth: {token: {bearerToken: {name: token, key: token}}}
 `)
-		took := timed(func() {
-			_, err = w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("p", map[string]string{
+		took := cluster.Timed(func() {
+			_, err = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", map[string]string{
 				webhook.AnnotationStore: "silent", webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 		})
@@ -95,8 +95,8 @@ spec:
 	})
 
 	t.Run("After the upstream is back, pods should be relayed again.", func(t *testing.T) {
-		w.up.Restart(t)
-		_, err := w.down.Client.CoreV1().Pods("no-copy").Create(cluster.Context(t), pod("after", annotations), metav1.CreateOptions{})
+		w.Up.Restart(t)
+		_, err := w.Down.Client.CoreV1().Pods("no-copy").Create(cluster.Context(t), cluster.Pod("after", annotations), metav1.CreateOptions{})
 		require.NoError(t, err)
 	})
 }

@@ -31,20 +31,20 @@ const seedAnnotation = `- name: pulled-secrets
 // and one secret-relay process.
 func TestRelay(t *testing.T) {
 	w := newWorld(t)
-	w.seedStore(t, "default", "remote-k8s-store")
-	w.up.CreateSecret(t, "default", "db-credentials", map[string]string{"password": "s3cr3t-db-password"})
+	w.SeedStore(t, "default", "remote-k8s-store")
+	w.Up.CreateSecret(t, "default", "db-credentials", map[string]string{"password": "s3cr3t-db-password"})
 
 	t.Run("behaviours", func(t *testing.T) {
 		t.Run("The seed walkthrough should end in pulled-secrets holding exactly username: peter.", func(t *testing.T) {
 			t.Parallel()
 			ctx := cluster.Context(t)
-			created, err := w.down.Client.CoreV1().Pods("default").Create(ctx, pod("seed", map[string]string{
+			created, err := w.Down.Client.CoreV1().Pods("default").Create(ctx, cluster.Pod("seed", map[string]string{
 				webhook.AnnotationStore:   "remote-k8s-store",
 				webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
 
-			s, err := w.down.Client.CoreV1().Secrets("default").Get(ctx, "pulled-secrets", metav1.GetOptions{})
+			s, err := w.Down.Client.CoreV1().Secrets("default").Get(ctx, "pulled-secrets", metav1.GetOptions{})
 			require.NoError(t, err, "the Secret exists the moment the pod is admitted")
 			assert.Equal(t, map[string][]byte{"username": []byte("peter")}, s.Data)
 			assert.Equal(t, corev1.SecretTypeOpaque, s.Type)
@@ -63,49 +63,49 @@ func TestRelay(t *testing.T) {
 		t.Run("The whole-secret shorthand should copy every key and the type.", func(t *testing.T) {
 			t.Parallel()
 			ns := "shorthand"
-			w.seedStore(t, ns, "remote-k8s-store")
-			_, err := w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("shorthand", map[string]string{
+			w.SeedStore(t, ns, "remote-k8s-store")
+			_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("shorthand", map[string]string{
 				webhook.AnnotationStore:   "SecretStore/remote-k8s-store",
 				webhook.AnnotationSecrets: `["user-credentials", "db-credentials"]`,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
-			s, err := w.down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "user-credentials", metav1.GetOptions{})
+			s, err := w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "user-credentials", metav1.GetOptions{})
 			require.NoError(t, err)
 			assert.Equal(t, map[string][]byte{"username": []byte("peter"), "password": []byte("asdf1234")}, s.Data)
-			db, err := w.down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "db-credentials", metav1.GetOptions{})
+			db, err := w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "db-credentials", metav1.GetOptions{})
 			require.NoError(t, err)
 			assert.Equal(t, []byte("s3cr3t-db-password"), db.Data["password"])
 		})
 
 		t.Run("An unannotated pod should be stored untouched.", func(t *testing.T) {
 			t.Parallel()
-			before := w.relay.metric(t, "secret_relay_admissions_total")
-			p := pod("plain", map[string]string{"team": "a"})
-			created, err := w.down.Client.CoreV1().Pods("default").Create(cluster.Context(t), p, metav1.CreateOptions{})
+			before := w.Relay.Metric(t, "secret_relay_admissions_total")
+			p := cluster.Pod("plain", map[string]string{"team": "a"})
+			created, err := w.Down.Client.CoreV1().Pods("default").Create(cluster.Context(t), p, metav1.CreateOptions{})
 			require.NoError(t, err)
 			assert.Equal(t, map[string]string{"team": "a"}, created.Annotations)
 			assert.Empty(t, created.Spec.Volumes)
 			assert.Empty(t, created.Spec.Containers[0].EnvFrom)
-			assert.Equal(t, before, w.relay.metric(t, "secret_relay_admissions_total"), "matchConditions keep it from the webhook")
+			assert.Equal(t, before, w.Relay.Metric(t, "secret_relay_admissions_total"), "matchConditions keep it from the webhook")
 		})
 
 		t.Run("A SecretStore should not be usable from another namespace.", func(t *testing.T) {
 			t.Parallel()
-			w.down.EnsureNamespace(t, "intruder")
-			_, err := w.down.Client.CoreV1().Pods("intruder").Create(cluster.Context(t), pod("intruder", map[string]string{
+			w.Down.EnsureNamespace(t, "intruder")
+			_, err := w.Down.Client.CoreV1().Pods("intruder").Create(cluster.Context(t), cluster.Pod("intruder", map[string]string{
 				webhook.AnnotationStore:   "remote-k8s-store",
 				webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: store SecretStore/remote-k8s-store not found in namespace "intruder"`)
-			_, err = w.down.Client.CoreV1().Secrets("intruder").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
+			_, err = w.Down.Client.CoreV1().Secrets("intruder").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 			assert.True(t, apierrors.IsNotFound(err), "nothing written on a denial")
 		})
 
 		t.Run("ClusterSecretStore conditions should decide which namespaces may use it.", func(t *testing.T) {
 			t.Parallel()
-			w.seedStore(t, "store-config", "unused")
-			w.apply(t, fmt.Sprintf(`
+			w.SeedStore(t, "store-config", "unused")
+			w.Apply(t, fmt.Sprintf(`
 apiVersion: secret-relay.io/v1alpha1
 kind: ClusterSecretStore
 metadata: {name: shared}
@@ -122,17 +122,17 @@ spec:
       auth:
         token:
           bearerToken: {name: remote-sa-token, key: token, namespace: store-config}
-`, w.up.URL()))
-			w.down.EnsureNamespace(t, "team-listed")
-			w.down.EnsureNamespace(t, "team-labelled", map[string]string{"relay": "allowed"})
-			w.down.EnsureNamespace(t, "team-rx-1")
-			w.down.EnsureNamespace(t, "team-outside")
+`, w.Up.URL()))
+			w.Down.EnsureNamespace(t, "team-listed")
+			w.Down.EnsureNamespace(t, "team-labelled", map[string]string{"relay": "allowed"})
+			w.Down.EnsureNamespace(t, "team-rx-1")
+			w.Down.EnsureNamespace(t, "team-outside")
 			annotations := map[string]string{webhook.AnnotationStore: "ClusterSecretStore/shared", webhook.AnnotationSecrets: seedAnnotation}
 			for _, ns := range []string{"team-listed", "team-labelled", "team-rx-1"} {
-				_, err := w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("p", annotations), metav1.CreateOptions{})
+				_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", annotations), metav1.CreateOptions{})
 				assert.NoError(t, err, "namespace %s matches a condition", ns)
 			}
-			_, err := w.down.Client.CoreV1().Pods("team-outside").Create(cluster.Context(t), pod("p", annotations), metav1.CreateOptions{})
+			_, err := w.Down.Client.CoreV1().Pods("team-outside").Create(cluster.Context(t), cluster.Pod("p", annotations), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: namespace "team-outside" may not use store ClusterSecretStore/shared`)
 		})
@@ -140,14 +140,14 @@ spec:
 		t.Run("An unmanaged Secret should be left untouched and the pod denied.", func(t *testing.T) {
 			t.Parallel()
 			ns := "unmanaged"
-			w.seedStore(t, ns, "remote-k8s-store")
-			w.down.CreateSecret(t, ns, "pulled-secrets", map[string]string{"username": "someone-else"})
-			_, err := w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("p", map[string]string{
+			w.SeedStore(t, ns, "remote-k8s-store")
+			w.Down.CreateSecret(t, ns, "pulled-secrets", map[string]string{"username": "someone-else"})
+			_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", map[string]string{
 				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: Secret "pulled-secrets" already exists in namespace "unmanaged" and is not managed by secret-relay`)
-			s, err := w.down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
+			s, err := w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 			require.NoError(t, err)
 			assert.Equal(t, []byte("someone-else"), s.Data["username"])
 			assert.Empty(t, s.Annotations[webhook.AnnotationSource])
@@ -156,12 +156,12 @@ spec:
 		t.Run("A managed Secret from another source should not be taken over.", func(t *testing.T) {
 			t.Parallel()
 			ns := "two-sources"
-			w.seedStore(t, ns, "remote-k8s-store")
-			_, err := w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("first", map[string]string{
+			w.SeedStore(t, ns, "remote-k8s-store")
+			_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("first", map[string]string{
 				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
-			_, err = w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("second", map[string]string{
+			_, err = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("second", map[string]string{
 				webhook.AnnotationStore:   "remote-k8s-store",
 				webhook.AnnotationSecrets: `[{name: pulled-secrets, dataFrom: [{extract: {key: db-credentials}}]}]`,
 			}), metav1.CreateOptions{})
@@ -172,42 +172,42 @@ spec:
 		t.Run("A dryRun review should return the patch and write nothing.", func(t *testing.T) {
 			t.Parallel()
 			ns := "dry-run"
-			w.seedStore(t, ns, "remote-k8s-store")
-			created, err := w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("dry", map[string]string{
+			w.SeedStore(t, ns, "remote-k8s-store")
+			created, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("dry", map[string]string{
 				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			require.NoError(t, err)
 			assert.Contains(t, created.Annotations[webhook.AnnotationStatus], `"pulled-secrets":"sha256:`)
-			_, err = w.down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
+			_, err = w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 			assert.True(t, apierrors.IsNotFound(err), "dryRun writes no Secret, got %v", err)
-			_, err = w.down.Client.CoreV1().Pods(ns).Get(cluster.Context(t), "dry", metav1.GetOptions{})
+			_, err = w.Down.Client.CoreV1().Pods(ns).Get(cluster.Context(t), "dry", metav1.GetOptions{})
 			assert.True(t, apierrors.IsNotFound(err))
 		})
 
 		t.Run("A missing remote Secret or property should be denied by name.", func(t *testing.T) {
 			t.Parallel()
 			ns := "missing"
-			w.seedStore(t, ns, "remote-k8s-store")
-			_, err := w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("no-secret", map[string]string{
+			w.SeedStore(t, ns, "remote-k8s-store")
+			_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("no-secret", map[string]string{
 				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: `["db"]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: remote Secret "db" not found in namespace "default" of store remote-k8s-store`)
 
-			_, err = w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("no-property", map[string]string{
+			_, err = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("no-property", map[string]string{
 				webhook.AnnotationStore:   "remote-k8s-store",
 				webhook.AnnotationSecrets: `[{name: creds, data: [{secretKey: u, remoteRef: {key: user-credentials, property: usrname}}]}]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: remote Secret "user-credentials" has no key "usrname"`)
-			list, err := w.down.Client.CoreV1().Secrets(ns).List(cluster.Context(t), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=secret-relay"})
+			list, err := w.Down.Client.CoreV1().Secrets(ns).List(cluster.Context(t), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=secret-relay"})
 			require.NoError(t, err)
 			assert.Empty(t, list.Items, "all or nothing")
 		})
 
 		t.Run("A malformed annotation should be denied with the annotation's name.", func(t *testing.T) {
 			t.Parallel()
-			_, err := w.down.Client.CoreV1().Pods("default").Create(cluster.Context(t), pod("malformed", map[string]string{
+			_, err := w.Down.Client.CoreV1().Pods("default").Create(cluster.Context(t), cluster.Pod("malformed", map[string]string{
 				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: `[{name: x, colour: blue}]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
@@ -218,27 +218,27 @@ spec:
 		t.Run("A service-account-token Secret should be refused.", func(t *testing.T) {
 			t.Parallel()
 			ns := "sa-token"
-			w.seedStore(t, ns, "remote-k8s-store")
-			_, err := w.up.Client.CoreV1().Secrets("default").Create(cluster.Context(t), &corev1.Secret{
+			w.SeedStore(t, ns, "remote-k8s-store")
+			_, err := w.Up.Client.CoreV1().Secrets("default").Create(cluster.Context(t), &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: "reader-token", Annotations: map[string]string{corev1.ServiceAccountNameKey: cluster.ReaderServiceAccount}},
 				Type:       corev1.SecretTypeServiceAccountToken,
 				Data:       map[string][]byte{"token": []byte("s3cr3t-api-key")},
 			}, metav1.CreateOptions{})
 			require.NoError(t, err)
-			_, err = w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("p", map[string]string{
+			_, err = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", map[string]string{
 				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: `["reader-token"]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: remote Secret "reader-token" is a service-account token`)
-			_, err = w.down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "reader-token", metav1.GetOptions{})
+			_, err = w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "reader-token", metav1.GetOptions{})
 			assert.True(t, apierrors.IsNotFound(err))
 		})
 
 		t.Run("env and mountPath should be in the stored pod.", func(t *testing.T) {
 			t.Parallel()
 			ns := "inject"
-			w.seedStore(t, ns, "remote-k8s-store")
-			created, err := w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod("p", map[string]string{
+			w.SeedStore(t, ns, "remote-k8s-store")
+			created, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", map[string]string{
 				webhook.AnnotationStore: "remote-k8s-store",
 				webhook.AnnotationSecrets: `
 - name: pulled-secrets
@@ -249,7 +249,7 @@ spec:
 `,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
-			stored, err := w.down.Client.CoreV1().Pods(ns).Get(cluster.Context(t), created.Name, metav1.GetOptions{})
+			stored, err := w.Down.Client.CoreV1().Pods(ns).Get(cluster.Context(t), created.Name, metav1.GetOptions{})
 			require.NoError(t, err)
 			ref := corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "pulled-secrets"}}}
 			for _, c := range append(stored.Spec.InitContainers, stored.Spec.Containers...) {
@@ -267,14 +267,14 @@ spec:
 		t.Run("Concurrent pods wanting the same Secret should all be admitted.", func(t *testing.T) {
 			t.Parallel()
 			ns := "concurrent"
-			w.seedStore(t, ns, "remote-k8s-store")
+			w.SeedStore(t, ns, "remote-k8s-store")
 			var wg sync.WaitGroup
 			errs := make([]error, 20)
 			for i := range errs {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_, errs[i] = w.down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), pod(fmt.Sprintf("p-%d", i), map[string]string{
+					_, errs[i] = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod(fmt.Sprintf("p-%d", i), map[string]string{
 						webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
 					}), metav1.CreateOptions{})
 				}()
@@ -289,26 +289,26 @@ spec:
 			t.Parallel()
 			ns := "cert-auth"
 			ctx := cluster.Context(t)
-			certPEM, keyPEM := w.up.ClientCertUser(t, "relay-cert-user")
-			_, err := w.up.Client.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
+			certPEM, keyPEM := w.Up.ClientCertUser(t, "relay-cert-user")
+			_, err := w.Up.Client.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
 				ObjectMeta: metav1.ObjectMeta{Name: "relay-cert-user"},
 				Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "relay-cert-user"}},
 				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: cluster.ReaderRole},
 			}, metav1.CreateOptions{})
 			require.NoError(t, err)
-			w.down.EnsureNamespace(t, ns)
-			_, err = w.down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+			w.Down.EnsureNamespace(t, ns)
+			_, err = w.Down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: "remote-client-cert"},
 				Type:       corev1.SecretTypeTLS,
 				Data:       map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM},
 			}, metav1.CreateOptions{})
 			require.NoError(t, err)
-			_, err = w.down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+			_, err = w.Down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: "remote-ca"},
-				Data:       map[string][]byte{"ca.crt": w.up.CA()},
+				Data:       map[string][]byte{"ca.crt": w.Up.CA()},
 			}, metav1.CreateOptions{})
 			require.NoError(t, err)
-			w.apply(t, fmt.Sprintf(`
+			w.Apply(t, fmt.Sprintf(`
 apiVersion: secret-relay.io/v1alpha1
 kind: SecretStore
 metadata: {name: cert-store, namespace: %s}
@@ -322,12 +322,12 @@ spec:
         cert:
           clientCert: {name: remote-client-cert, key: tls.crt}
           clientKey: {name: remote-client-cert, key: tls.key}
-`, ns, w.up.URL()))
-			_, err = w.down.Client.CoreV1().Pods(ns).Create(ctx, pod("p", map[string]string{
+`, ns, w.Up.URL()))
+			_, err = w.Down.Client.CoreV1().Pods(ns).Create(ctx, cluster.Pod("p", map[string]string{
 				webhook.AnnotationStore: "cert-store", webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
-			s, err := w.down.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
+			s, err := w.Down.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
 			require.NoError(t, err)
 			assert.Equal(t, []byte("peter"), s.Data["username"])
 		})
@@ -337,12 +337,12 @@ spec:
 			ns := "revoked"
 			ctx := cluster.Context(t)
 			// Its own ServiceAccount upstream, so that revoking it touches no other test.
-			w.up.EnsureNamespace(t, ns)
-			w.up.CreateSecret(t, ns, "user-credentials", map[string]string{"username": "peter"})
-			reader := w.up.SeedReader(t, ns)
-			w.down.EnsureNamespace(t, ns)
-			w.down.CreateSecret(t, ns, "token", map[string]string{"token": reader.Token})
-			w.apply(t, fmt.Sprintf(`
+			w.Up.EnsureNamespace(t, ns)
+			w.Up.CreateSecret(t, ns, "user-credentials", map[string]string{"username": "peter"})
+			reader := w.Up.SeedReader(t, ns)
+			w.Down.EnsureNamespace(t, ns)
+			w.Down.CreateSecret(t, ns, "token", map[string]string{"token": reader.Token})
+			w.Apply(t, fmt.Sprintf(`
 apiVersion: secret-relay.io/v1alpha1
 kind: SecretStore
 metadata: {name: revocable, namespace: %s}
@@ -352,24 +352,24 @@ spec:
       server: {url: %s, caBundle: %s}
       remoteNamespace: %s
       auth: {token: {bearerToken: {name: token, key: token}}}
-`, ns, w.up.URL(), base64Std(w.up.CA()), ns))
-			w.waitForStoreStatus(t, ns, "revocable", "True", "Valid", 10*time.Second)
-			status := w.storeStatus(t, ns, "revocable")
+`, ns, w.Up.URL(), base64Std(w.Up.CA()), ns))
+			waitForStoreStatus(t, w, ns, "revocable", "True", "Valid", 10*time.Second)
+			status := storeStatusOf(t, w, ns, "revocable")
 			assert.Equal(t, "ReadOnly", status.capabilities, "the seed's Role only reads")
 
-			require.NoError(t, w.up.Client.CoreV1().ServiceAccounts(ns).Delete(ctx, cluster.ReaderServiceAccount, metav1.DeleteOptions{}))
-			w.up.WaitForTokenRevoked(t, reader.Token)
-			_, err := w.down.Client.CoreV1().Pods(ns).Create(ctx, pod("p", map[string]string{
+			require.NoError(t, w.Up.Client.CoreV1().ServiceAccounts(ns).Delete(ctx, cluster.ReaderServiceAccount, metav1.DeleteOptions{}))
+			w.Up.WaitForTokenRevoked(t, reader.Token)
+			_, err := w.Down.Client.CoreV1().Pods(ns).Create(ctx, cluster.Pod("p", map[string]string{
 				webhook.AnnotationStore: "revocable", webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: upstream refused to read Secret "user-credentials"`)
-			w.waitForStoreStatus(t, ns, "revocable", "False", "ValidationFailed", 10*time.Second)
+			waitForStoreStatus(t, w, ns, "revocable", "False", "ValidationFailed", 10*time.Second)
 		})
 	})
 
 	t.Run("No downstream event should hold a secret value.", func(t *testing.T) {
-		events, err := w.down.Client.CoreV1().Events("").List(cluster.Context(t), metav1.ListOptions{})
+		events, err := w.Down.Client.CoreV1().Events("").List(cluster.Context(t), metav1.ListOptions{})
 		require.NoError(t, err)
 		data, err := json.Marshal(events)
 		require.NoError(t, err)
@@ -382,9 +382,9 @@ type storeStatus struct {
 	ready, reason, message, capabilities string
 }
 
-func (w *world) storeStatus(t testing.TB, ns, name string) storeStatus {
+func storeStatusOf(t testing.TB, w *cluster.World, ns, name string) storeStatus {
 	t.Helper()
-	u, err := w.dyn.Resource(storeGVR).Namespace(ns).Get(cluster.Context(t), name, metav1.GetOptions{})
+	u, err := w.Dynamic.Resource(storeGVR).Namespace(ns).Get(cluster.Context(t), name, metav1.GetOptions{})
 	require.NoError(t, err)
 	var st storeStatus
 	st.capabilities, _, _ = unstructured.NestedString(u.Object, "status", "capabilities")
@@ -400,12 +400,12 @@ func (w *world) storeStatus(t testing.TB, ns, name string) storeStatus {
 	return st
 }
 
-func (w *world) waitForStoreStatus(t testing.TB, ns, name, ready, reason string, within time.Duration) {
+func waitForStoreStatus(t testing.TB, w *cluster.World, ns, name, ready, reason string, within time.Duration) {
 	t.Helper()
 	start := time.Now()
 	var st storeStatus
 	for time.Since(start) < within {
-		if st = w.storeStatus(t, ns, name); st.ready == ready && st.reason == reason {
+		if st = storeStatusOf(t, w, ns, name); st.ready == ready && st.reason == reason {
 			t.Logf("store %s/%s Ready=%s %s after %s: %s", ns, name, ready, reason, time.Since(start).Round(time.Millisecond), st.message)
 			return
 		}

@@ -1,0 +1,296 @@
+package cluster
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/secret-relay/secret-relay/api/v1alpha1"
+)
+
+// CRDDir is manifests/crds of this checkout.
+func CRDDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "manifests", "crds")
+}
+
+// BuildRelay builds secret-relay into dir and returns the binary's path.
+func BuildRelay(dir string) (string, error) {
+	bin := dir + "/secret-relay"
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/secret-relay/secret-relay/cmd/secret-relay").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("could not build secret-relay: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Relay is one running `secret-relay serve` process.
+type Relay struct {
+	WebhookURL string
+	ProbeURL   string
+	Cert       *ServingCert
+	LogFile    string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+}
+
+// StartRelay runs secret-relay against the downstream cluster, waits until /readyz
+// says ready, and stops it with SIGTERM when the test ends.
+func StartRelay(t testing.TB, binary, logDir string, down *ControlPlane, extraArgs ...string) *Relay {
+	t.Helper()
+	down.EnsureNamespace(t, "secret-relay")
+	r := &Relay{Cert: NewServingCert(t), exited: make(chan struct{})}
+	webhookAddr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	probeAddr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	r.WebhookURL = "https://" + webhookAddr + "/mutate-pods"
+	r.ProbeURL = "http://" + probeAddr
+	f, err := os.CreateTemp(logDir, "relay-*.log")
+	require.NoError(t, err)
+	r.LogFile = f.Name()
+
+	args := append([]string{"serve",
+		"--kubeconfig", down.Kubeconfig,
+		"--webhook-address", webhookAddr,
+		"--probe-address", probeAddr,
+		"--tls-cert-file", r.Cert.CertFile,
+		"--tls-key-file", r.Cert.KeyFile,
+		"--namespace", "secret-relay",
+		"--log-level", "debug",
+		"--cert-reload-interval", "500ms",
+	}, extraArgs...)
+	r.cmd = exec.Command(binary, args...)
+	r.cmd.Stdout, r.cmd.Stderr = f, f
+	require.NoError(t, r.cmd.Start())
+	go func() {
+		_ = r.cmd.Wait()
+		f.Close()
+		close(r.exited)
+	}()
+	t.Cleanup(func() { r.Stop(t) })
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(r.ProbeURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return r
+			}
+		}
+		select {
+		case <-r.exited:
+			t.Fatalf("secret-relay exited before it was ready:\n%s", r.LogTail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("secret-relay not ready within 60s:\n%s", r.LogTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits for the process to exit.
+func (r *Relay) Stop(t testing.TB) {
+	select {
+	case <-r.exited:
+		return
+	default:
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.exited:
+	case <-time.After(30 * time.Second):
+		t.Errorf("secret-relay did not stop within 30s of SIGTERM")
+		_ = r.cmd.Process.Kill()
+		<-r.exited
+	}
+}
+
+// LogTail is the end of the process's log, for failure messages.
+func (r *Relay) LogTail() string {
+	data, _ := os.ReadFile(r.LogFile)
+	if len(data) > 8000 {
+		data = data[len(data)-8000:]
+	}
+	return string(data)
+}
+
+// Register installs the webhook configuration downstream and waits until the API
+// server calls it.
+func (r *Relay) Register(t testing.TB, down *ControlPlane) {
+	t.Helper()
+	down.RegisterPodWebhook(t, "secret-relay-"+strconv.Itoa(FreePort(t)), r.WebhookURL, r.Cert.CA.CertPEM())
+	down.WaitForWebhook(t, "default", func() bool { return r.Metric(t, "secret_relay_admissions_total") > 0 })
+}
+
+var metricLine = regexp.MustCompile(`^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$`)
+
+// Metric sums a metric's samples whose labels contain every given label pair.
+func (r *Relay) Metric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get(r.ProbeURL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		m := metricLine.FindStringSubmatch(sc.Text())
+		if m == nil || m[1] != name {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			match = match && strings.Contains(m[2], l)
+		}
+		if match {
+			v, err := strconv.ParseFloat(m[3], 64)
+			require.NoError(t, err)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// HTTPSClient trusts the relay's serving CA.
+func (r *Relay) HTTPSClient(t testing.TB) *http.Client {
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(r.Cert.CA.CertPEM()))
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+}
+
+// World is the seed's two clusters with secret-relay serving the downstream one:
+// upstream Secrets behind the eso-reader, and SeedStore for downstream namespaces.
+type World struct {
+	Up, Down *ControlPlane
+	Relay    *Relay
+	// Dynamic is an admin dynamic client on the downstream cluster, for stores.
+	Dynamic dynamic.Interface
+	// Reader is the seed's eso-reader in the upstream default namespace.
+	Reader Reader
+}
+
+// NewWorld starts both clusters with the CRDs downstream, puts the seed's
+// user-credentials and eso-reader upstream, and starts and registers secret-relay
+// (binary, logging into logDir, with extra relayArgs).
+func NewWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
+	t.Helper()
+	up, down := StartPair(t, Options{CRDDirs: []string{CRDDir()}})
+	w := &World{Up: up, Down: down}
+	var err error
+	w.Dynamic, err = dynamic.NewForConfig(down.Config)
+	require.NoError(t, err)
+	up.CreateSecret(t, "default", "user-credentials", map[string]string{"username": "peter", "password": "asdf1234"})
+	w.Reader = up.SeedReader(t, "default")
+	w.Relay = StartRelay(t, binary, logDir, down, relayArgs...)
+	w.Relay.Register(t, down)
+	return w
+}
+
+// SeedStore creates, in downstream namespace ns, the seed's remote-sa-token Secret,
+// kube-root-remote-ca.crt ConfigMap and a SecretStore named name.
+func (w *World) SeedStore(t testing.TB, ns, name string) {
+	t.Helper()
+	ctx := Context(t)
+	w.Down.EnsureNamespace(t, ns)
+	_, err := w.Down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "remote-sa-token"},
+		StringData: map[string]string{"token": w.Reader.Token},
+	}, metav1.CreateOptions{})
+	require.NoError(t, ignoreExists[any](nil, err))
+	_, err = w.Down.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-root-remote-ca.crt"},
+		Data:       map[string]string{"ca.crt": string(w.Up.CA())},
+	}, metav1.CreateOptions{})
+	require.NoError(t, ignoreExists[any](nil, err))
+	w.Apply(t, fmt.Sprintf(`
+apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata: {name: %s, namespace: %s}
+spec:
+  provider:
+    kubernetes:
+      server:
+        url: %s
+        caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
+      remoteNamespace: default
+      auth:
+        token:
+          bearerToken: {name: remote-sa-token, key: token}
+`, name, ns, w.Up.URL()))
+}
+
+// Apply creates a store from YAML through the dynamic client.
+func (w *World) Apply(t testing.TB, manifest string) {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	require.NoError(t, yaml.Unmarshal([]byte(manifest), &u.Object))
+	gvr := v1alpha1.SecretStoreGVR
+	if u.GetKind() == v1alpha1.ClusterSecretStoreKind {
+		gvr = v1alpha1.ClusterSecretStoreGVR
+	}
+	var err error
+	if ns := u.GetNamespace(); ns != "" {
+		_, err = w.Dynamic.Resource(gvr).Namespace(ns).Create(Context(t), u, metav1.CreateOptions{})
+	} else {
+		_, err = w.Dynamic.Resource(gvr).Create(Context(t), u, metav1.CreateOptions{})
+	}
+	require.NoError(t, err)
+}
+
+// Pod is a minimal pod with the given annotations.
+func Pod(name string, annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "init", Image: "busybox"}},
+			Containers:     []corev1.Container{{Name: "app", Image: "busybox"}, {Name: "sidecar", Image: "busybox"}},
+		},
+	}
+}
+
+// Timed runs fn and returns how long it took.
+func Timed(fn func()) time.Duration {
+	start := time.Now()
+	fn()
+	return time.Since(start)
+}
+
+// WarningCollector keeps the warnings the API server returns.
+type WarningCollector struct {
+	mu       sync.Mutex
+	warnings []string
+}
+
+// HandleWarningHeader records a warning.
+func (c *WarningCollector) HandleWarningHeader(_ int, _ string, text string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.warnings = append(c.warnings, text)
+}
+
+// All returns the warnings so far.
+func (c *WarningCollector) All() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.warnings...)
+}
