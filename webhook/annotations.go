@@ -154,7 +154,7 @@ func checkUnique(req SecretRequest, earlier []SecretRequest, byName, byMountPath
 	if j, ok := byName[req.Name]; ok {
 		return fmt.Errorf("name %s is already used by %s", quoteShort(req.Name), itemLabel(j, earlier[j].Name))
 	}
-	if j, ok := byMountPath[req.MountPath]; ok && req.MountPath != "" {
+	if j, ok := byMountPath[req.MountPath]; ok {
 		return fmt.Errorf("mountPath %s is already used by %s", quoteShort(req.MountPath), itemLabel(j, earlier[j].Name))
 	}
 	return nil
@@ -174,6 +174,9 @@ func itemLabel(i int, name string) string {
 func splitList(value string) ([]json.RawMessage, error) {
 	if len(value) > maxSecretsBytes {
 		return nil, fmt.Errorf("the value is %d bytes, over the limit of %d (64 KiB)", len(value), maxSecretsBytes)
+	}
+	if strings.TrimSpace(value) == "" {
+		return nil, errors.New("not a YAML or JSON list: the value is empty")
 	}
 	doc, err := toJSON([]byte(value))
 	if err != nil {
@@ -210,6 +213,8 @@ func toJSON(value []byte) ([]byte, error) {
 	return yaml.YAMLToJSONStrict(value)
 }
 
+// checkSingleDocument refuses a YAML stream of more than one document. It uses the
+// parser under sigs.k8s.io/yaml, so that both agree on where a document ends.
 func checkSingleDocument(value []byte) error {
 	dec := yamlv2.NewDecoder(bytes.NewReader(value))
 	var doc any
@@ -310,9 +315,7 @@ func parseObject(raw json.RawMessage, defaultStore *StoreRef) (SecretRequest, er
 	if at := findEmpty(tree, ""); at != "" {
 		return SecretRequest{Name: it.Name}, fmt.Errorf("%s is empty", at)
 	}
-	req, err := it.request(defaultStore)
-	req.Name = it.Name
-	return req, err
+	return it.request(defaultStore)
 }
 
 // describeDecodeError explains a failed decode of an item. sigs.k8s.io/json reports a
@@ -405,7 +408,7 @@ func findEmpty(v any, at string) string {
 
 // request validates a decoded object item and turns it into a SecretRequest.
 func (it secretItem) request(defaultStore *StoreRef) (SecretRequest, error) {
-	req := SecretRequest{Env: it.Env, MountPath: it.MountPath}
+	req := SecretRequest{Name: it.Name, Env: it.Env, MountPath: it.MountPath}
 
 	switch {
 	case it.Name == "":
@@ -413,7 +416,6 @@ func (it secretItem) request(defaultStore *StoreRef) (SecretRequest, error) {
 	case !isValidName(it.Name):
 		return req, fmt.Errorf("name %s is not a valid Secret name: %s", quoteShort(it.Name), nameHint)
 	}
-	req.Name = it.Name
 
 	switch {
 	case it.Store != "":

@@ -216,6 +216,14 @@ func TestParseAnnotationsErrors(t *testing.T) {
 		// The secrets annotation as a whole.
 		"An empty secrets annotation should be denied.": {
 			annotations: podAnnotations("s", ""),
+			expMsg:      "not a YAML or JSON list: the value is empty",
+		},
+		"A secrets annotation of blanks should be denied.": {
+			annotations: podAnnotations("s", " \n\t"),
+			expMsg:      "not a YAML or JSON list: the value is empty",
+		},
+		"A secrets annotation of YAML null should be denied.": {
+			annotations: podAnnotations("s", "~"),
 			expMsg:      "not a YAML or JSON list: got null",
 		},
 		"A secrets annotation that is a map should be denied.": {
