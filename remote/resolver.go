@@ -2,71 +2,22 @@ package remote
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/secret-relay/secret-relay/webhook"
 )
 
-// Clients builds upstream clients from stores and keeps one per store, so that
-// connections are reused across admissions. A store's client is rebuilt when what it
-// was built from changes: the store, its token, its certificate or its CA.
-type Clients struct {
-	refs RefReader
-
-	mu      sync.Mutex
-	byStore map[string]storeClient
-}
-
-type storeClient struct {
-	fingerprint [sha256.Size]byte
-	client      kubernetes.Interface
-}
-
-// NewClients returns a client cache that reads store references through refs.
-func NewClients(refs RefReader) *Clients {
-	return &Clients{refs: refs, byStore: map[string]storeClient{}}
-}
-
-// For returns the upstream client of a store. Errors are configuration errors.
-func (c *Clients) For(ctx context.Context, s *Store) (kubernetes.Interface, error) {
-	ep, err := ResolveEndpoint(ctx, c.refs, s)
-	if err != nil {
-		return nil, err
-	}
-	fp := ep.fingerprint()
-	key := s.String()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if sc, ok := c.byStore[key]; ok && sc.fingerprint == fp {
-		return sc.client, nil
-	}
-	cfg, err := ep.RESTConfig()
-	if err != nil {
-		return nil, &ConfigError{Store: s.String(), Message: err.Error()}
-	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, &ConfigError{Store: s.String(), Message: err.Error()}
-	}
-	c.byStore[key] = storeClient{fingerprint: fp, client: client}
-	return client, nil
-}
-
 // Resolver finds stores for admission and reads upstream Secrets through them.
 type Resolver struct {
-	stores  *StoreCache
-	clients *Clients
-	kube    kubernetes.Interface
+	stores     *StoreCache
+	upstreams  *Upstreams
+	namespaces NamespaceLabels
 	// refused is told when the upstream refuses a store's credentials, so that the
 	// store's status can be checked again at once.
 	refused func(*Store)
@@ -74,12 +25,16 @@ type Resolver struct {
 
 var _ webhook.StoreResolver = (*Resolver)(nil)
 
+// NamespaceLabels returns a downstream namespace's labels, for ClusterSecretStore
+// conditions with a namespaceSelector.
+type NamespaceLabels func(ctx context.Context, ns string) (map[string]string, error)
+
 // NewResolver returns a Resolver. refused may be nil.
-func NewResolver(stores *StoreCache, clients *Clients, kube kubernetes.Interface, refused func(*Store)) *Resolver {
+func NewResolver(stores *StoreCache, upstreams *Upstreams, namespaces NamespaceLabels, refused func(*Store)) *Resolver {
 	if refused == nil {
 		refused = func(*Store) {}
 	}
-	return &Resolver{stores: stores, clients: clients, kube: kube, refused: refused}
+	return &Resolver{stores: stores, upstreams: upstreams, namespaces: namespaces, refused: refused}
 }
 
 // Resolve returns a source for the store ref names, as seen from namespace ns.
@@ -91,21 +46,20 @@ func (r *Resolver) Resolve(ctx context.Context, ns string, ref webhook.StoreRef)
 	if err := r.checkAllowed(ctx, ns, store); err != nil {
 		return nil, err
 	}
-	client, err := r.clients.For(ctx, store)
+	c, err := r.upstreams.For(ctx, store)
 	if err != nil {
 		return nil, webhook.Denyf("store %s is misconfigured: %v", ref, err)
 	}
-	return &upstream{client: client, namespace: store.RemoteNamespace(), ref: ref, refused: func() { r.refused(store) }}, nil
+	return &upstream{cache: c, namespace: store.RemoteNamespace(), ref: ref, refused: func() { r.refused(store) }}, nil
 }
 
 func (r *Resolver) checkAllowed(ctx context.Context, ns string, store *Store) error {
 	var labels map[string]string
 	if store.Kind == string(webhook.ClusterSecretStoreKind) && len(store.Spec.Conditions) > 0 {
-		nsObj, err := r.kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-		if err != nil {
+		var err error
+		if labels, err = r.namespaces(ctx, ns); err != nil {
 			return fmt.Errorf("could not read namespace %s: %w", ns, err)
 		}
-		labels = nsObj.Labels
 	}
 	ok, err := store.AllowsNamespace(ns, labels)
 	if err != nil {
@@ -119,7 +73,7 @@ func (r *Resolver) checkAllowed(ctx context.Context, ns string, store *Store) er
 
 // upstream reads Secrets from one store's remote namespace.
 type upstream struct {
-	client    kubernetes.Interface
+	cache     *upstreamCache
 	namespace string
 	ref       webhook.StoreRef
 	refused   func()
@@ -128,7 +82,7 @@ type upstream struct {
 // Get reads one upstream Secret and turns failures into what admission needs: a
 // denial naming the Secret, or ErrUpstreamUnreachable.
 func (u *upstream) Get(ctx context.Context, name string) (*corev1.Secret, error) {
-	s, err := u.client.CoreV1().Secrets(u.namespace).Get(ctx, name, metav1.GetOptions{})
+	s, err := u.cache.Get(ctx, name)
 	switch {
 	case err == nil:
 		return s, nil

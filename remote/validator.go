@@ -15,8 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -33,19 +31,19 @@ const validationTimeout = 10 * time.Second
 // StoreValidatorConfig configures a StoreValidator.
 type StoreValidatorConfig struct {
 	Dynamic dynamic.Interface
-	Kube    kubernetes.Interface
 	Stores  *StoreCache
 	Clients *Clients
 	Logger  *zap.Logger
+	// Recorder writes an event on each status change.
+	Recorder record.EventRecorder
 }
 
 // StoreValidator sets each store's status: Ready with reason Valid when the upstream
 // accepts its credentials and lets them read Secrets, and the capabilities an access
 // review upstream grants. Only the leader runs it.
 type StoreValidator struct {
-	cfg      StoreValidatorConfig
-	queue    workqueue.TypedRateLimitingInterface[storeKey]
-	recorder record.EventRecorder
+	cfg   StoreValidatorConfig
+	queue workqueue.TypedRateLimitingInterface[storeKey]
 }
 
 // storeKey is a store's kind and cache key (namespace/name or name).
@@ -56,8 +54,8 @@ type storeKey struct {
 
 // NewStoreValidator returns a validator.
 func NewStoreValidator(cfg StoreValidatorConfig) (*StoreValidator, error) {
-	if cfg.Dynamic == nil || cfg.Kube == nil || cfg.Stores == nil || cfg.Clients == nil {
-		return nil, errors.New("invalid configuration: dynamic, kube, stores and clients are required")
+	if cfg.Dynamic == nil || cfg.Stores == nil || cfg.Clients == nil || cfg.Recorder == nil {
+		return nil, errors.New("invalid configuration: dynamic, stores, clients and recorder are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -97,11 +95,6 @@ func (v *StoreValidator) Revalidate(s *Store) {
 
 // Run validates stores until ctx ends.
 func (v *StoreValidator) Run(ctx context.Context) error {
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: v.cfg.Kube.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	v.recorder = broadcaster.NewRecorder(runtime.NewScheme(), corev1.EventSource{Component: "secret-relay"})
-
 	if !cache.WaitForCacheSync(ctx.Done(), v.cfg.Stores.Synced) {
 		return nil
 	}
@@ -178,7 +171,7 @@ func (v *StoreValidator) sync(ctx context.Context, key storeKey) error {
 	if cond.Status != metav1.ConditionTrue {
 		eventType = corev1.EventTypeWarning
 	}
-	v.recorder.Event(updated, eventType, cond.Reason, cond.Message)
+	v.cfg.Recorder.Event(updated, eventType, cond.Reason, cond.Message)
 	v.cfg.Logger.Info("store validated", zap.String("store", store.String()), zap.String("reason", cond.Reason), zap.String("message", cond.Message))
 	return nil
 }
@@ -202,8 +195,12 @@ func (v *StoreValidator) validate(ctx context.Context, s *Store) v1alpha1.Secret
 		}}}
 	}
 	client, err := v.cfg.Clients.For(ctx, s)
-	if err != nil {
-		return fail(v1alpha1.ReasonInvalidStoreConfiguration, "%v", err)
+	var cfgErr *ConfigError
+	switch {
+	case errors.As(err, &cfgErr):
+		return fail(v1alpha1.ReasonInvalidStoreConfiguration, "%s", cfgErr.Message)
+	case err != nil:
+		return fail(v1alpha1.ReasonValidationFailed, "could not read the store's references: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, validationTimeout)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 )
 
 // ClientsetLocalSecrets reads and writes downstream Secrets through the API.
@@ -23,6 +24,11 @@ func (c ClientsetLocalSecrets) Get(ctx context.Context, namespace, name string) 
 		return nil, nil
 	}
 	return s, err
+}
+
+// Latest is Get: a clientset always reads from the API.
+func (c ClientsetLocalSecrets) Latest(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	return c.Get(ctx, namespace, name)
 }
 
 // Apply creates desired, or updates existing to match it. The update carries
@@ -68,4 +74,52 @@ func (c ClientsetLocalSecrets) replace(ctx context.Context, existing, desired *c
 	}
 	_, err := secrets.Create(ctx, desired, metav1.CreateOptions{FieldManager: ManagedByValue})
 	return err
+}
+
+// ManagedSecrets is a watch cache of the Secrets secret-relay manages downstream
+// (those with its managed-by label), so that a warm admission and the sync
+// controller read local copies without an API call. Writes go to the API.
+type ManagedSecrets struct {
+	ClientsetLocalSecrets
+	informer cache.SharedIndexInformer
+}
+
+var _ LocalSecrets = (*ManagedSecrets)(nil)
+
+// NewManagedSecrets returns the cache; Run starts it.
+func NewManagedSecrets(kube kubernetes.Interface) *ManagedSecrets {
+	lw := cache.NewFilteredListWatchFromClient(kube.CoreV1().RESTClient(), "secrets", metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		o.LabelSelector = LabelManagedBy + "=" + ManagedByValue
+	})
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, cache.Indexers{})
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		if s, ok := obj.(*corev1.Secret); ok {
+			s.ManagedFields = nil
+		}
+		return obj, nil
+	})
+	return &ManagedSecrets{ClientsetLocalSecrets: ClientsetLocalSecrets{Client: kube}, informer: inf}
+}
+
+// Run fills and follows the cache until ctx ends.
+func (m *ManagedSecrets) Run(ctx context.Context) { m.informer.RunWithContext(ctx) }
+
+// Synced reports whether the first list is in.
+func (m *ManagedSecrets) Synced() bool { return m.informer.HasSynced() }
+
+// Informer is the underlying informer, for the sync controller's event handlers.
+func (m *ManagedSecrets) Informer() cache.SharedIndexInformer { return m.informer }
+
+// Get returns the managed Secret from the cache. A name the cache does not hold is
+// reported as absent even if an unmanaged Secret has it: creating it then fails with
+// AlreadyExists, and the mutator reads it with Latest and refuses to touch it.
+func (m *ManagedSecrets) Get(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	if !m.informer.HasSynced() {
+		return m.ClientsetLocalSecrets.Get(ctx, namespace, name)
+	}
+	obj, ok, err := m.informer.GetStore().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return obj.(*corev1.Secret).DeepCopy(), nil
 }

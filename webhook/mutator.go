@@ -32,8 +32,11 @@ type SecretSource interface {
 
 // LocalSecrets reads and writes Secrets in the downstream cluster.
 type LocalSecrets interface {
-	// Get returns the Secret, or nil when it does not exist.
+	// Get returns the Secret, or nil when it does not exist. It may answer from a
+	// cache: a stale answer only makes Apply fail with a conflict.
 	Get(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	// Latest reads the Secret from the API, or returns nil when it does not exist.
+	Latest(ctx context.Context, namespace, name string) (*corev1.Secret, error)
 	// Apply creates desired, or updates it over existing (nil when it did not exist).
 	// It returns a conflict error when existing is stale.
 	Apply(ctx context.Context, existing, desired *corev1.Secret) error
@@ -221,7 +224,7 @@ func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, d
 		if !isConflict(err) {
 			return false, fmt.Errorf("could not write Secret %s/%s: %w", desired.Namespace, desired.Name, err)
 		}
-		if existing, err = m.cfg.Local.Get(ctx, desired.Namespace, desired.Name); err != nil {
+		if existing, err = m.cfg.Local.Latest(ctx, desired.Namespace, desired.Name); err != nil {
 			return false, fmt.Errorf("could not read Secret %s/%s: %w", desired.Namespace, desired.Name, err)
 		}
 	}

@@ -21,7 +21,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/secret-relay/secret-relay/certs"
-	"github.com/secret-relay/secret-relay/remote"
 	"github.com/secret-relay/secret-relay/webhook"
 )
 
@@ -70,25 +69,14 @@ func serve(ctx context.Context, f Flags) error {
 		return err
 	}
 
-	stores := remote.NewStoreCache(dyn, f.StoreValidationInterval)
-	clients := remote.NewClients(remote.ClientsetRefReader(kube))
-	validator, err := remote.NewStoreValidator(remote.StoreValidatorConfig{
-		Dynamic: dyn, Kube: kube, Stores: stores, Clients: clients, Logger: logger.Named("stores"),
-	})
-	if err != nil {
-		return err
-	}
-	mutator, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores:          remote.NewResolver(stores, clients, kube, validator.Revalidate),
-		Local:           webhook.ClientsetLocalSecrets{Client: kube},
-		UpstreamTimeout: f.UpstreamTimeout,
-		Logger:          logger.Named("mutator"),
-	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	parts, err := wire(ctx, f, kube, dyn, reg, logger)
 	if err != nil {
 		return err
 	}
 	handler, err := webhook.NewHandler(webhook.HandlerConfig{
-		Mutator: mutator,
+		Mutator: parts.mutator,
 		Logger:  logger.Named("webhook"),
 		Metrics: metrics.kwh,
 		Observe: func(result string) { metrics.admissions.WithLabelValues(result).Inc() },
@@ -96,13 +84,10 @@ func serve(ctx context.Context, f Flags) error {
 	if err != nil {
 		return err
 	}
-
 	reloader := certs.NewReloader(f.TLSCertFile, f.TLSKeyFile, f.CertReloadInterval)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	goRun := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -113,12 +98,12 @@ func serve(ctx context.Context, f Flags) error {
 		}()
 	}
 
-	stores.Start(ctx)
 	goRun("certificate reloader", func(ctx context.Context) error {
 		return reloader.Start(ctx, zapr.NewLogger(logger.Named("certs")))
 	})
-	goRun("store validator", func(ctx context.Context) error {
-		return runLeading(ctx, f, kube, logger.Named("leader"), validator.Run)
+	parts.start(ctx, goRun)
+	goRun("leader election", func(ctx context.Context) error {
+		return runLeading(ctx, f, kube, logger.Named("leader"), parts.lead)
 	})
 
 	mux := http.NewServeMux()
@@ -138,7 +123,7 @@ func serve(ctx context.Context, f Flags) error {
 		Addr: f.ProbeAddress,
 		Handler: probeMux(reg, []readyCheck{
 			{name: "serving certificate", ok: func(context.Context) error { return boolErr(reloader.Loaded(), "not loaded") }},
-			{name: "store informers", ok: func(context.Context) error { return boolErr(stores.Synced(), "not synced") }},
+			{name: "caches", ok: func(context.Context) error { return parts.synced() }},
 			downstreamAnswers(kube),
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,

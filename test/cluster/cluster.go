@@ -13,7 +13,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,8 +174,10 @@ func (cp *ControlPlane) CA() []byte { return cp.Config.CAData }
 // Dir is a scratch directory that lives as long as the control plane.
 func (cp *ControlPlane) Dir() string { return cp.dir }
 
-// Stop stops the API server, leaving etcd and its data alone: an outage, from a
-// client's point of view. Restart brings it back on the same address and certificates.
+// Stop kills the API server, leaving etcd and its data alone: an outage, from a
+// client's point of view, with no graceful goodbye (a graceful stop would wait up to
+// a minute for open watches to drain). Restart brings it back on the same address
+// and certificates.
 func (cp *ControlPlane) Stop(t testing.TB) {
 	t.Helper()
 	cp.mu.Lock()
@@ -180,10 +185,35 @@ func (cp *ControlPlane) Stop(t testing.TB) {
 	if cp.stopped {
 		return
 	}
-	if err := cp.env.ControlPlane.APIServer.Stop(); err != nil {
+	api := cp.env.ControlPlane.APIServer
+	if pid := findProcess("--cert-dir=" + api.CertDir); pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if err := api.Stop(); err != nil {
 		t.Fatalf("could not stop the %s API server: %v", cp.Name, err)
 	}
 	cp.stopped = true
+}
+
+// findProcess returns the PID of the process whose command line has arg, or 0.
+func findProcess(arg string) int {
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, a := range strings.Split(string(cmdline), "\x00") {
+			if a == arg {
+				return pid
+			}
+		}
+	}
+	return 0
 }
 
 // Restart starts an API server stopped by Stop and waits until it is healthy.

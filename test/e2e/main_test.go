@@ -27,7 +27,7 @@ var (
 
 // fixtureValues are the secret values the fixtures put upstream. No log line, event
 // or message may ever contain one, raw or base64-encoded.
-var fixtureValues = []string{"peter", "asdf1234", "s3cr3t-db-password", "s3cr3t-api-key"}
+var fixtureValues = []string{"peter", "asdf1234", "s3cr3t-db-password", "s3cr3t-api-key", "s3cr3t-rotated-username"}
 
 func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))
@@ -39,16 +39,24 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(suiteDir)
+	code := 1
+	defer func() {
+		if code == 0 {
+			os.RemoveAll(suiteDir)
+		} else {
+			fmt.Fprintf(os.Stderr, "secret-relay logs kept in %s\n", suiteDir)
+		}
+	}()
 	if relayBinary, err = cluster.BuildRelay(suiteDir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	code := m.Run()
+	code = m.Run()
 	if code == 0 {
 		if leaks := scanLogsForSecrets(); len(leaks) > 0 {
 			fmt.Fprintf(os.Stderr, "FAIL: secret values found in webhook logs:\n%s\n", strings.Join(leaks, "\n"))
-			return 1
+			code = 1
+			return code
 		}
 		fmt.Printf("scanned %d webhook log files (debug level) for %d fixture values: none found\n", len(logFiles), len(fixtureValues))
 	}

@@ -26,6 +26,10 @@ func TestUpstreamUnreachable(t *testing.T) {
 	require.NoError(t, err)
 
 	w.Up.Stop(t)
+	// The relay learns of the outage when its watch fails; until then its cache is
+	// as current as the upstream was a moment ago.
+	require.Eventually(t, func() bool { return w.Relay.Metric(t, "secret_relay_upstream_watch_broken") > 0 }, 10*time.Second, 20*time.Millisecond,
+		"the relay should notice the broken watch")
 
 	t.Run("A pod with a managed copy should be admitted with a warning.", func(t *testing.T) {
 		warnings := &cluster.WarningCollector{}

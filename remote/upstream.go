@@ -1,0 +1,337 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// SecretEvent tells the sync controller that an upstream Secret that some local copy
+// needs has changed or gone.
+type SecretEvent struct {
+	// Store is the store's key, as Store.String renders it.
+	Store string
+	// Name is the upstream Secret's name.
+	Name string
+	// Deleted is true when the Secret is gone upstream.
+	Deleted bool
+	// Seen is when the watch delivered the change, for the sync-lag histogram.
+	Seen time.Time
+}
+
+// upstreamCache is the watch-based cache of one store's upstream namespace.
+//
+// It watches every Secret in the namespace, but keeps data only for the Secrets that
+// a local copy or an admission has asked for (wanted): the informer's own store holds
+// metadata alone, with managed fields stripped. Memory is therefore bounded by the
+// relayed data plus a few hundred bytes of metadata per upstream Secret.
+type upstreamCache struct {
+	store     string
+	namespace string
+	client    kubernetes.Interface
+	informer  cache.SharedIndexInformer
+	onEvent   func(SecretEvent)
+	metrics   *Metrics
+	cancel    context.CancelFunc
+
+	// flight deduplicates concurrent misses: 100 pods asking for one cold Secret
+	// cause one upstream read.
+	flight singleflight.Group
+
+	mu sync.RWMutex
+	// wanted names the Secrets whose data is kept.
+	wanted map[string]bool
+	// data holds the wanted Secrets, newest first seen.
+	data map[string]*corev1.Secret
+	// broken is set when the watch fails and cleared when it delivers again: while
+	// it is set, the cache cannot vouch that what it holds is current.
+	broken bool
+	// watchGen counts watch streams, so that the end of an old one cannot mark a
+	// newer one broken.
+	watchGen uint64
+	// noWatch is set when the upstream forbids list or watch: every read is live.
+	noWatch bool
+}
+
+func newUpstreamCache(store, namespace string, client kubernetes.Interface, onEvent func(SecretEvent), metrics *Metrics) *upstreamCache {
+	c := &upstreamCache{
+		store: store, namespace: namespace, client: client, onEvent: onEvent, metrics: metrics,
+		wanted: map[string]bool{}, data: map[string]*corev1.Secret{},
+	}
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			return client.CoreV1().Secrets(namespace).List(ctx, opts)
+		},
+		// The reflector retries a failing watch quietly, so the cache tracks the
+		// stream itself: it can vouch for its data only while a watch is open.
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			w, err := client.CoreV1().Secrets(namespace).Watch(ctx, opts)
+			if err != nil {
+				c.setBroken(true)
+				return nil, err
+			}
+			gen := c.watchOpened()
+			return newTrackedWatch(w, func() { c.watchEnded(gen) }), nil
+		},
+	}
+	c.informer = cache.NewSharedIndexInformerWithOptions(lw, &corev1.Secret{}, cache.SharedIndexInformerOptions{})
+	// Neither call can fail before the informer runs.
+	_ = c.informer.SetTransform(c.transform)
+	_ = c.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			c.noWatch = true
+			return
+		}
+		c.setBrokenLocked(true)
+	})
+	_, _ = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.changed(obj, false) },
+		UpdateFunc: func(old, obj any) { c.updated(old, obj) },
+		DeleteFunc: func(obj any) { c.changed(obj, true) },
+	})
+	return c
+}
+
+func (c *upstreamCache) run(ctx context.Context) {
+	ctx, c.cancel = context.WithCancel(ctx)
+	go c.informer.RunWithContext(ctx)
+}
+
+func (c *upstreamCache) stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+}
+
+// synced reports whether the first list is in, or the upstream forbids listing (then
+// there is nothing to wait for).
+func (c *upstreamCache) synced() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.noWatch || c.informer.HasSynced()
+}
+
+// watchOpened records a new watch stream and returns its generation.
+func (c *upstreamCache) watchOpened() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.watchGen++
+	c.setBrokenLocked(false)
+	return c.watchGen
+}
+
+// watchEnded marks the cache broken, unless a newer watch has opened meanwhile.
+func (c *upstreamCache) watchEnded(gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen == c.watchGen {
+		c.setBrokenLocked(true)
+	}
+}
+
+// setBroken records whether the cache has a watch open.
+func (c *upstreamCache) setBroken(broken bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.setBrokenLocked(broken)
+}
+
+func (c *upstreamCache) setBrokenLocked(broken bool) {
+	if c.broken != broken {
+		c.metrics.setWatchBroken(c.store, broken)
+	}
+	c.broken = broken
+}
+
+// transform keeps a wanted Secret's data aside and gives the informer only the
+// Secret's metadata to store. It is idempotent: metadata passes through as it is.
+func (c *upstreamCache) transform(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return obj, nil // already metadata, or a tombstone
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noWatch = false
+	if c.wanted[s.Name] {
+		c.data[s.Name] = stripped(s, true)
+	}
+	return &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion},
+	}, nil
+}
+
+// stripped copies what secret-relay needs of a Secret: no managed fields, and the
+// data only when asked.
+func stripped(s *corev1.Secret, withData bool) *corev1.Secret {
+	out := &corev1.Secret{
+		TypeMeta:   s.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion},
+		Type:       s.Type,
+	}
+	if withData {
+		out.Data = s.Data
+	}
+	return out
+}
+
+func (c *upstreamCache) updated(old, obj any) {
+	o, _ := old.(*metav1.PartialObjectMetadata)
+	n, _ := obj.(*metav1.PartialObjectMetadata)
+	if o != nil && n != nil && o.ResourceVersion == n.ResourceVersion {
+		return // a relist that changed nothing
+	}
+	c.changed(obj, false)
+}
+
+func (c *upstreamCache) changed(obj any, deleted bool) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	s, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	wanted := c.wanted[s.Name]
+	if deleted {
+		delete(c.data, s.Name)
+	}
+	c.mu.Unlock()
+	if wanted && c.onEvent != nil {
+		c.onEvent(SecretEvent{Store: c.store, Name: s.Name, Deleted: deleted, Seen: time.Now()})
+	}
+}
+
+// want marks names as needed by local copies, so that their data is kept from now
+// on. It returns the names whose data the cache does not hold yet.
+func (c *upstreamCache) want(names ...string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var missing []string
+	for _, n := range names {
+		c.wanted[n] = true
+		if _, ok := c.data[n]; !ok {
+			missing = append(missing, n)
+		}
+	}
+	return missing
+}
+
+// cached returns a wanted Secret from the cache, when the watch can vouch for it.
+func (c *upstreamCache) cached(name string) (*corev1.Secret, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.broken || c.noWatch || !c.informer.HasSynced() {
+		return nil, false
+	}
+	s, ok := c.data[name]
+	return s, ok
+}
+
+// Get returns an upstream Secret: from the cache when it holds a current copy,
+// otherwise by one upstream read shared by every caller that asks meanwhile.
+func (c *upstreamCache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
+	if s, ok := c.cached(name); ok {
+		c.metrics.cacheHit()
+		return s.DeepCopy(), nil
+	}
+	c.metrics.cacheMiss()
+	c.want(name)
+	ch := c.flight.DoChan(name, func() (any, error) {
+		// Detached from any one caller: a caller that gives up must not fail the
+		// others that share this read. The client's own timeout still bounds it.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+		defer cancel()
+		s, err := c.client.CoreV1().Secrets(c.namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		s = stripped(s, true)
+		c.mu.Lock()
+		if prev, ok := c.data[name]; !ok || newer(s, prev) {
+			c.data[name] = s
+		}
+		c.mu.Unlock()
+		return s, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*corev1.Secret).DeepCopy(), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("reading Secret %q: %w", name, ctx.Err())
+	}
+}
+
+// readTimeout bounds one shared upstream read.
+const readTimeout = 10 * time.Second
+
+// newer reports whether a is a later version than b. Resource versions are etcd
+// revisions in every API server secret-relay talks to; one that does not parse
+// counts as newer, so that a live read is never shadowed by a copy it cannot rank.
+func newer(a, b *corev1.Secret) bool {
+	if a.UID != b.UID {
+		return true
+	}
+	av, errA := strconv.ParseUint(a.ResourceVersion, 10, 64)
+	bv, errB := strconv.ParseUint(b.ResourceVersion, 10, 64)
+	return errA != nil || errB != nil || av > bv
+}
+
+func (c *upstreamCache) wantedNames() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	names := make([]string, 0, len(c.wanted))
+	for n := range c.wanted {
+		names = append(names, n)
+	}
+	return names
+}
+
+// trackedWatch forwards a watch's events and says when the stream ends.
+type trackedWatch struct {
+	w      watch.Interface
+	events chan watch.Event
+	done   chan struct{}
+	once   sync.Once
+}
+
+func newTrackedWatch(w watch.Interface, onEnd func()) *trackedWatch {
+	t := &trackedWatch{w: w, events: make(chan watch.Event), done: make(chan struct{})}
+	go func() {
+		defer close(t.events)
+		defer onEnd()
+		for ev := range w.ResultChan() {
+			select {
+			case t.events <- ev:
+			case <-t.done:
+				return
+			}
+		}
+	}()
+	return t
+}
+
+func (t *trackedWatch) ResultChan() <-chan watch.Event { return t.events }
+
+func (t *trackedWatch) Stop() {
+	t.once.Do(func() { close(t.done) })
+	t.w.Stop()
+}
