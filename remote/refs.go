@@ -83,7 +83,9 @@ func (r *RefCache) informer(k refKey) cache.SharedIndexInformer {
 	if inf, ok := r.informers[k]; ok {
 		return inf
 	}
-	byName := func(o *metav1.ListOptions) { o.FieldSelector = fields.OneTermEqualSelector("metadata.name", k.name).String() }
+	byName := func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", k.name).String()
+	}
 	var lw *cache.ListWatch
 	var example runtime.Object
 	switch k.kind {

@@ -218,18 +218,13 @@ func (c *upstreamCache) changed(obj any, deleted bool) {
 }
 
 // want marks names as needed by local copies, so that their data is kept from now
-// on. It returns the names whose data the cache does not hold yet.
-func (c *upstreamCache) want(names ...string) []string {
+// on.
+func (c *upstreamCache) want(names ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var missing []string
 	for _, n := range names {
 		c.wanted[n] = true
-		if _, ok := c.data[n]; !ok {
-			missing = append(missing, n)
-		}
 	}
-	return missing
 }
 
 // cached returns a wanted Secret from the cache, when the watch can vouch for it.

@@ -137,7 +137,7 @@ func serve(ctx context.Context, f Flags) error {
 	}
 	probeLn, err := net.Listen("tcp", f.ProbeAddress)
 	if err != nil {
-		webhookLn.Close()
+		_ = webhookLn.Close()
 		return fmt.Errorf("could not listen on %s: %w", f.ProbeAddress, err)
 	}
 	logger.Info("serving", zap.String("version", version), zap.String("webhook", webhookLn.Addr().String()), zap.String("probe", probeLn.Addr().String()))
