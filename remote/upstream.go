@@ -227,11 +227,14 @@ func (c *upstreamCache) want(names ...string) {
 	}
 }
 
-// cached returns a wanted Secret from the cache, when the watch can vouch for it.
+// cached returns a wanted Secret from the cache, when the cache can vouch for it:
+// its watch is not broken. Before the first list is in, what it holds came from
+// live reads moments ago, which is as current as another read would be; that is
+// what lets one read serve a whole burst of cold admissions.
 func (c *upstreamCache) cached(name string) (*corev1.Secret, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.broken || c.noWatch || !c.informer.HasSynced() {
+	if c.broken || c.noWatch {
 		return nil, false
 	}
 	s, ok := c.data[name]

@@ -1,0 +1,67 @@
+package e2e_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/secret-relay/secret-relay/test/cluster"
+	"github.com/secret-relay/secret-relay/webhook"
+)
+
+// TestLeaderElection runs two serve processes: both admit pods, only the leader
+// writes in the background, and the other takes over when the leader stops.
+func TestLeaderElection(t *testing.T) {
+	w := newWorld(t)
+	first := w.Relay
+	second := cluster.StartRelay(t, relayBinary, suiteDir, w.Down)
+	registerLog(second.LogFile)
+	w.SeedStore(t, "default", "remote-k8s-store")
+	ctx := cluster.Context(t)
+
+	logOf := func(r *cluster.Relay) string {
+		data, err := os.ReadFile(r.LogFile)
+		require.NoError(t, err)
+		return string(data)
+	}
+	require.Eventually(t, func() bool { return strings.Contains(logOf(first), "became leader") }, 10*time.Second, 50*time.Millisecond,
+		"the first replica takes the lease")
+	assert.NotContains(t, logOf(second), "became leader")
+
+	// Both replicas serve admission: register the second one too.
+	second.Register(t, w.Down)
+	_, err := w.Down.Client.CoreV1().Pods("default").Create(ctx, cluster.Pod("app", map[string]string{
+		webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+	}), metav1.CreateOptions{})
+	require.NoError(t, err)
+	assert.Positive(t, first.Metric(t, "secret_relay_admissions_total", `result="admitted"`))
+	assert.Positive(t, second.Metric(t, "secret_relay_admissions_total", `result="admitted"`))
+
+	rotate := func(value string) {
+		t.Helper()
+		s, err := w.Up.Client.CoreV1().Secrets("default").Get(ctx, "user-credentials", metav1.GetOptions{})
+		require.NoError(t, err)
+		s.Data["username"] = []byte(value)
+		_, err = w.Up.Client.CoreV1().Secrets("default").Update(ctx, s, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			local, err := w.Down.Client.CoreV1().Secrets("default").Get(ctx, "pulled-secrets", metav1.GetOptions{})
+			return err == nil && string(local.Data["username"]) == value
+		}, 5*time.Second, 20*time.Millisecond, "the copy follows")
+	}
+
+	rotate("s3cr3t-rotated-username")
+	assert.Equal(t, 1.0, first.Metric(t, "secret_relay_syncs_total", `result="updated"`), "the leader wrote")
+	assert.Zero(t, second.Metric(t, "secret_relay_syncs_total", `result="updated"`), "the follower did not")
+
+	first.Stop(t)
+	require.Eventually(t, func() bool { return strings.Contains(logOf(second), "became leader") }, 20*time.Second, 50*time.Millisecond,
+		"the second replica takes over")
+	rotate("peter")
+	assert.Equal(t, 1.0, second.Metric(t, "secret_relay_syncs_total", `result="updated"`), "the new leader wrote")
+}
