@@ -3,9 +3,14 @@ package remote
 import (
 	"context"
 	"crypto/sha256"
+	"runtime/debug"
+	"strings"
 	"sync"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/secret-relay/secret-relay/api/v1alpha1"
 )
 
 // Clients builds upstream clients from stores and keeps one per store, so that
@@ -22,6 +27,10 @@ type Clients struct {
 type storeClient struct {
 	fingerprint [sha256.Size]byte
 	client      kubernetes.Interface
+	// versions are the resource versions of the store and of the objects it
+	// references when the client was built: while they stand, nothing needs to be
+	// read or parsed again.
+	versions string
 }
 
 // NewClients returns a client cache that reads store references through refs and
@@ -37,15 +46,24 @@ func (c *Clients) For(ctx context.Context, s *Store) (kubernetes.Interface, erro
 }
 
 func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
+	key := s.String()
+	versions, versioned := c.versions(ctx, s)
+	c.mu.Lock()
+	sc, ok := c.byStore[key]
+	c.mu.Unlock()
+	if ok && versioned && sc.versions == versions {
+		return sc, nil // the warm path: no PEM parsed, no key checked
+	}
 	ep, err := ResolveEndpoint(ctx, c.refs, s)
 	if err != nil {
 		return storeClient{}, err
 	}
 	fp := ep.fingerprint()
-	key := s.String()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if sc, ok := c.byStore[key]; ok && sc.fingerprint == fp {
+		sc.versions = versions
+		c.byStore[key] = sc
 		return sc, nil
 	}
 	cfg, err := ep.RESTConfig()
@@ -57,9 +75,58 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 	if err != nil {
 		return storeClient{}, &ConfigError{Store: key, Message: err.Error()}
 	}
-	sc := storeClient{fingerprint: fp, client: client}
+	sc = storeClient{fingerprint: fp, client: client, versions: versions}
 	c.byStore[key] = sc
 	return sc, nil
+}
+
+// versions lists the resource versions of a store and of the Secrets and ConfigMaps
+// it references, read from the reference cache. It reports false when any cannot
+// be read: then the endpoint is resolved in full, which says what is wrong.
+func (c *Clients) versions(ctx context.Context, s *Store) (string, bool) {
+	k := s.Spec.Provider.Kubernetes
+	if k == nil {
+		return "", false
+	}
+	ns := func(explicit string) string {
+		if s.Namespace != "" {
+			return s.Namespace // a SecretStore reads from its own namespace only
+		}
+		return explicit
+	}
+	var secrets []v1alpha1.SecretKeySelector
+	if t := k.Auth.Token; t != nil {
+		secrets = append(secrets, t.BearerToken)
+	}
+	if cert := k.Auth.Cert; cert != nil {
+		secrets = append(secrets, cert.ClientCert, cert.ClientKey)
+	}
+	out := []string{s.ResourceVersion}
+	for _, ref := range secrets {
+		obj, err := c.refs.Secret(ctx, ns(ref.Namespace), ref.Name)
+		if err != nil {
+			return "", false
+		}
+		out = append(out, string(obj.UID)+"@"+obj.ResourceVersion)
+	}
+	if p := k.Server.CAProvider; p != nil {
+		var uid, rv string
+		if p.Type == v1alpha1.CAProviderTypeSecret {
+			obj, err := c.refs.Secret(ctx, ns(p.Namespace), p.Name)
+			if err != nil {
+				return "", false
+			}
+			uid, rv = string(obj.UID), obj.ResourceVersion
+		} else {
+			obj, err := c.refs.ConfigMap(ctx, ns(p.Namespace), p.Name)
+			if err != nil {
+				return "", false
+			}
+			uid, rv = string(obj.UID), obj.ResourceVersion
+		}
+		out = append(out, uid+"@"+rv)
+	}
+	return strings.Join(out, ","), true
 }
 
 // Forget drops a deleted store's client.
@@ -79,6 +146,9 @@ type Upstreams struct {
 	ctx     context.Context
 	onEvent func(SecretEvent)
 	byStore map[string]*upstreamEntry
+	// trimmed is set once the sync controller has told every cache what it wants;
+	// caches started later trim themselves after their first list.
+	trimmed bool
 }
 
 type upstreamEntry struct {
@@ -126,9 +196,35 @@ func (u *Upstreams) For(ctx context.Context, s *Store) (*upstreamCache, error) {
 		e.cache.stop()
 		c.want(e.cache.wantedNames()...)
 	}
-	c.run(u.ctx)
+	c.run(u.ctx, u.trimmed)
 	u.byStore[key] = &upstreamEntry{fingerprint: sc.fingerprint, cache: c}
 	return c, nil
+}
+
+// Trim tells every cache that what local copies want is now known: data nobody
+// wants is dropped, and the memory it held given back to the system.
+func (u *Upstreams) Trim() {
+	u.mu.Lock()
+	u.trimmed = true
+	caches := make([]*upstreamCache, 0, len(u.byStore))
+	for _, e := range u.byStore {
+		caches = append(caches, e.cache)
+	}
+	u.mu.Unlock()
+	for _, c := range caches {
+		if !c.informer.HasSynced() {
+			go func() {
+				if cache.WaitForCacheSync(u.ctx.Done(), c.informer.HasSynced) {
+					c.trim()
+				}
+			}()
+			continue
+		}
+		c.trim()
+	}
+	// The first lists held every Secret of each namespace; hand that back now
+	// rather than whenever the runtime gets round to it.
+	debug.FreeOSMemory()
 }
 
 // Forget stops a deleted store's cache.

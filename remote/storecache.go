@@ -3,12 +3,14 @@ package remote
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
@@ -24,6 +26,11 @@ type StoreCache struct {
 	factory dynamicinformer.DynamicSharedInformerFactory
 	stores  cache.SharedIndexInformer
 	cluster cache.SharedIndexInformer
+
+	// converted memoizes the typed form of each cached store version: converting
+	// from unstructured is reflection-heavy, and admission asks on every review.
+	mu        sync.Mutex
+	converted map[types.UID]*Store
 }
 
 // NewStoreCache returns a cache whose informers resync every resync: the store
@@ -36,6 +43,25 @@ func NewStoreCache(dyn dynamic.Interface, resync time.Duration) *StoreCache {
 		stores:  f.ForResource(v1alpha1.SecretStoreGVR).Informer(),
 		cluster: f.ForResource(v1alpha1.ClusterSecretStoreGVR).Informer(),
 	}
+}
+
+// typed converts a cached store, once per version. Returned stores are shared and
+// must not be modified.
+func (c *StoreCache) typed(u *unstructured.Unstructured) (*Store, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.converted[u.GetUID()]; ok && s.ResourceVersion == u.GetResourceVersion() {
+		return s, nil
+	}
+	s, err := StoreFromUnstructured(u)
+	if err != nil {
+		return nil, err
+	}
+	if c.converted == nil || len(c.converted) > 4096 {
+		c.converted = map[types.UID]*Store{} // deleted stores leave entries; start over now and then
+	}
+	c.converted[u.GetUID()] = s
+	return s, nil
 }
 
 // Start starts the informers; they stop with ctx.
@@ -73,7 +99,7 @@ func (c *StoreCache) Get(ctx context.Context, ns string, ref webhook.StoreRef) (
 		return nil, fmt.Errorf("could not read store %s from the cache: %w", ref, err)
 	}
 	if ok {
-		return StoreFromUnstructured(obj.(*unstructured.Unstructured))
+		return c.typed(obj.(*unstructured.Unstructured))
 	}
 	res := c.dyn.Resource(gvr)
 	var u *unstructured.Unstructured

@@ -111,8 +111,10 @@ func (c *SyncController) Run(ctx context.Context) error {
 	for _, key := range c.cfg.Local.Informer().GetStore().ListKeys() {
 		c.unprimed[key] = true
 	}
-	c.primed.Store(len(c.unprimed) == 0)
 	c.mu.Unlock()
+	if len(c.unprimed) == 0 {
+		c.setPrimed()
+	}
 	const workers = 4
 	var wg sync.WaitGroup
 	for range workers {
@@ -259,7 +261,15 @@ func (c *SyncController) markPrimed(key string) {
 	}
 	delete(c.unprimed, key)
 	if len(c.unprimed) == 0 {
-		c.primed.Store(true)
+		go c.setPrimed()
+	}
+}
+
+// setPrimed records that every copy present at start has said what it wants, so
+// the upstream caches may drop the rest.
+func (c *SyncController) setPrimed() {
+	if !c.primed.Swap(true) {
+		c.cfg.Upstreams.Trim()
 	}
 }
 

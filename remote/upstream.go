@@ -62,12 +62,16 @@ type upstreamCache struct {
 	watchGen uint64
 	// noWatch is set when the upstream forbids list or watch: every read is live.
 	noWatch bool
+	// keepAll keeps every Secret's data until trim: at start, the sync controller
+	// learns what its copies want only as it goes through them, and the first list
+	// already holds it all; keeping it spares one upstream read per copy.
+	keepAll bool
 }
 
 func newUpstreamCache(store, namespace string, client kubernetes.Interface, onEvent func(SecretEvent), metrics *Metrics) *upstreamCache {
 	c := &upstreamCache{
 		store: store, namespace: namespace, client: client, onEvent: onEvent, metrics: metrics,
-		wanted: map[string]bool{}, data: map[string]*corev1.Secret{},
+		wanted: map[string]bool{}, data: map[string]*corev1.Secret{}, keepAll: true,
 	}
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
@@ -105,9 +109,43 @@ func newUpstreamCache(store, namespace string, client kubernetes.Interface, onEv
 	return c
 }
 
-func (c *upstreamCache) run(ctx context.Context) {
+// run starts the informer. With trimAfterSync, the cache drops the data nobody
+// wants once its first list is in; otherwise it waits for trim.
+func (c *upstreamCache) run(ctx context.Context, trimAfterSync bool) {
 	ctx, c.cancel = context.WithCancel(ctx)
 	go c.informer.RunWithContext(ctx)
+	if trimAfterSync {
+		go func() {
+			if cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
+				c.trim()
+			}
+		}()
+	}
+}
+
+// trim drops the data of every Secret that no copy or admission has asked for, and
+// keeps only wanted data from now on.
+func (c *upstreamCache) trim() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.keepAll {
+		return
+	}
+	c.keepAll = false
+	for name := range c.data {
+		if !c.wanted[name] {
+			delete(c.data, name)
+		}
+	}
+}
+
+// waitSynced waits, at most until ctx ends, for the first list: it holds every
+// Secret, so waiting for it beats reading one Secret live.
+func (c *upstreamCache) waitSynced(ctx context.Context) {
+	if c.informer.HasSynced() {
+		return
+	}
+	cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced)
 }
 
 func (c *upstreamCache) stop() {
@@ -166,7 +204,7 @@ func (c *upstreamCache) transform(obj any) (any, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.noWatch = false
-	if c.wanted[s.Name] {
+	if c.keepAll || c.wanted[s.Name] {
 		c.data[s.Name] = stripped(s, true)
 	}
 	return &metav1.PartialObjectMetadata{
@@ -242,14 +280,25 @@ func (c *upstreamCache) cached(name string) (*corev1.Secret, bool) {
 }
 
 // Get returns an upstream Secret: from the cache when it holds a current copy,
-// otherwise by one upstream read shared by every caller that asks meanwhile.
+// otherwise by one upstream read shared by every caller that asks meanwhile. The
+// Secret is shared with the cache and must not be modified.
 func (c *upstreamCache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
 	if s, ok := c.cached(name); ok {
 		c.metrics.cacheHit()
-		return s.DeepCopy(), nil
+		return s, nil
+	}
+	c.want(name)
+	if !c.informer.HasSynced() && !c.isBroken() {
+		// A cache just started: its first list is on the way and holds this Secret.
+		wait, cancel := context.WithTimeout(ctx, firstListWait)
+		c.waitSynced(wait)
+		cancel()
+		if s, ok := c.cached(name); ok {
+			c.metrics.cacheHit()
+			return s, nil
+		}
 	}
 	c.metrics.cacheMiss()
-	c.want(name)
 	ch := c.flight.DoChan(name, func() (any, error) {
 		// Detached from any one caller: a caller that gives up must not fail the
 		// others that share this read. The client's own timeout still bounds it.
@@ -272,7 +321,7 @@ func (c *upstreamCache) Get(ctx context.Context, name string) (*corev1.Secret, e
 		if res.Err != nil {
 			return nil, res.Err
 		}
-		return res.Val.(*corev1.Secret).DeepCopy(), nil
+		return res.Val.(*corev1.Secret), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("reading Secret %q: %w", name, ctx.Err())
 	}
@@ -280,6 +329,16 @@ func (c *upstreamCache) Get(ctx context.Context, name string) (*corev1.Secret, e
 
 // readTimeout bounds one shared upstream read.
 const readTimeout = 10 * time.Second
+
+// firstListWait bounds how long a read waits for a new cache's first list before
+// it reads live instead.
+const firstListWait = time.Second
+
+func (c *upstreamCache) isBroken() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.broken || c.noWatch
+}
 
 // newer reports whether a is a later version than b. Resource versions are etcd
 // revisions in every API server secret-relay talks to; one that does not parse

@@ -226,6 +226,9 @@ func TestHandler(t *testing.T) {
 		_, resp := h.review(t, seedPod(map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedSecrets}), false)
 		require.True(t, resp.Allowed)
 		require.NotZero(t, h.logs.Len())
+		handled := h.logs.FilterMessage("Admission review request handled").All()
+		require.Len(t, handled, 1, "kubewebhook's line, at debug level")
+		assert.Equal(t, "default", handled[0].ContextMap()["ns"], "with kubewebhook's fields")
 		for _, e := range h.logs.All() {
 			line := e.Message + fmt.Sprint(e.ContextMap())
 			assert.NotContains(t, line, "peter")

@@ -1,8 +1,8 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -104,20 +104,15 @@ func (d denyDecorator) Review(ctx context.Context, ar kwhmodel.AdmissionReview) 
 	return resp, nil
 }
 
-// wantsRelay reads only the pod's annotations, to pass pods without the
-// secret-relay.io/secrets annotation through untouched, byte for byte.
+// wantsRelay passes pods that cannot carry the secret-relay.io/secrets annotation
+// through untouched, with an empty patch, without decoding them. A pod that has the
+// key's text elsewhere goes on to the mutator, which finds no annotation and leaves
+// it as it is.
 func wantsRelay(raw []byte) bool {
-	var obj struct {
-		Metadata struct {
-			Annotations map[string]string `json:"annotations"`
-		} `json:"metadata"`
-	}
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return true // let the webhook decode it and report the error
-	}
-	_, ok := obj.Metadata.Annotations[AnnotationSecrets]
-	return ok
+	return bytes.Contains(raw, secretsKeyJSON)
 }
+
+var secretsKeyJSON = []byte(`"` + AnnotationSecrets + `"`)
 
 var _ kwhwebhook.Webhook = denyDecorator{}
 var _ kwhlog.Logger = (*KubewebhookLogger)(nil)

@@ -110,9 +110,10 @@ func (m *ManagedSecrets) Synced() bool { return m.informer.HasSynced() }
 // Informer is the underlying informer, for the sync controller's event handlers.
 func (m *ManagedSecrets) Informer() cache.SharedIndexInformer { return m.informer }
 
-// Get returns the managed Secret from the cache. A name the cache does not hold is
-// reported as absent even if an unmanaged Secret has it: creating it then fails with
-// AlreadyExists, and the mutator reads it with Latest and refuses to touch it.
+// Get returns the managed Secret from the cache, shared: it must not be modified. A
+// name the cache does not hold is reported as absent even if an unmanaged Secret has
+// it: creating it then fails with AlreadyExists, and the mutator reads it with Latest
+// and refuses to touch it.
 func (m *ManagedSecrets) Get(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
 	if !m.informer.HasSynced() {
 		return m.ClientsetLocalSecrets.Get(ctx, namespace, name)
@@ -121,5 +122,5 @@ func (m *ManagedSecrets) Get(ctx context.Context, namespace, name string) (*core
 	if err != nil || !ok {
 		return nil, err
 	}
-	return obj.(*corev1.Secret).DeepCopy(), nil
+	return obj.(*corev1.Secret), nil
 }

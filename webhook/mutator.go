@@ -23,7 +23,8 @@ type StoreResolver interface {
 	Resolve(ctx context.Context, namespace string, ref StoreRef) (SecretSource, error)
 }
 
-// SecretSource reads upstream Secrets through one store. Get returns a DenyError when
+// SecretSource reads upstream Secrets through one store; the Secrets it returns may
+// be shared with a cache and must not be modified. Get returns a DenyError when
 // the Secret is missing or the upstream refuses, and an error wrapping
 // ErrUpstreamUnreachable when the upstream cannot be reached.
 type SecretSource interface {
@@ -33,7 +34,8 @@ type SecretSource interface {
 // LocalSecrets reads and writes Secrets in the downstream cluster.
 type LocalSecrets interface {
 	// Get returns the Secret, or nil when it does not exist. It may answer from a
-	// cache: a stale answer only makes Apply fail with a conflict.
+	// cache, with a Secret the caller must not modify; a stale answer only makes
+	// Apply fail with a conflict.
 	Get(ctx context.Context, namespace, name string) (*corev1.Secret, error)
 	// Latest reads the Secret from the API, or returns nil when it does not exist.
 	Latest(ctx context.Context, namespace, name string) (*corev1.Secret, error)
@@ -74,7 +76,8 @@ func (c *MutatorConfig) defaults() error {
 
 // Mutator relays the Secrets a pod asks for and mutates the pod to match.
 type Mutator struct {
-	cfg MutatorConfig
+	cfg    MutatorConfig
+	parsed parsedAnnotations
 }
 
 // NewMutator returns a Mutator.
@@ -102,7 +105,7 @@ const maxConflictRetries = 5
 // written: if any fails, nothing is written and the error is a DenyError.
 func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun bool) (Result, error) {
 	var res Result
-	reqs, err := ParseAnnotations(pod.Annotations)
+	reqs, err := m.parsed.parse(pod.Annotations)
 	if err != nil || reqs == nil {
 		return res, err
 	}

@@ -234,16 +234,21 @@ func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
 	if existing.Labels[LabelManagedBy] != ManagedByValue {
 		return false, Denyf("Secret %q already exists in namespace %q and is not managed by secret-relay; it was left untouched", desired.Name, desired.Namespace)
 	}
-	want, err := ParseSource(desired.Annotations[AnnotationSource])
-	if err != nil {
-		return false, fmt.Errorf("desired Secret %s/%s: %w", desired.Namespace, desired.Name, err)
-	}
-	have, err := ParseSource(existing.Annotations[AnnotationSource])
-	if err != nil {
-		return false, Denyf("Secret %q in namespace %q is relayed from a different source (its %s annotation is unreadable); remove it or rename the item", desired.Name, desired.Namespace, AnnotationSource)
-	}
-	if !have.Equal(want) {
-		return false, Denyf("Secret %q in namespace %q is relayed from a different source (%s); remove it or rename the item", desired.Name, desired.Namespace, have.Store)
+	// Sources are written in one canonical form, so equal text is the same source and
+	// the warm path skips parsing; other text may still be the same source, written
+	// by an older version.
+	if existing.Annotations[AnnotationSource] != desired.Annotations[AnnotationSource] {
+		want, err := ParseSource(desired.Annotations[AnnotationSource])
+		if err != nil {
+			return false, fmt.Errorf("desired Secret %s/%s: %w", desired.Namespace, desired.Name, err)
+		}
+		have, err := ParseSource(existing.Annotations[AnnotationSource])
+		if err != nil {
+			return false, Denyf("Secret %q in namespace %q is relayed from a different source (its %s annotation is unreadable); remove it or rename the item", desired.Name, desired.Namespace, AnnotationSource)
+		}
+		if !have.Equal(want) {
+			return false, Denyf("Secret %q in namespace %q is relayed from a different source (%s); remove it or rename the item", desired.Name, desired.Namespace, have.Store)
+		}
 	}
 	hash := desired.Annotations[AnnotationDataHash]
 	// The data is hashed again rather than trusting the annotation, so that a copy
