@@ -1,15 +1,9 @@
 package bench_test
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/stretchr/testify/require"
 
 	"github.com/secret-relay/secret-relay/test/cluster"
 )
@@ -46,50 +40,14 @@ func (c upstreamCounts) namespaceString() string {
 	return fmt.Sprintf("%d get, %d list, %d watch", c.Gets, c.Lists, c.Watches)
 }
 
-// auditEvent is the part of an audit.k8s.io/v1 Event that the benchmark counts by.
-// cluster.AuditEvent has no request URI and keeps only completed requests, which
-// leaves out the watches still open; so the benchmark reads the log itself.
-type auditEvent struct {
-	Stage      string `json:"stage"`
-	Verb       string `json:"verb"`
-	RequestURI string `json:"requestURI"`
-	User       struct {
-		Username string `json:"username"`
-	} `json:"user"`
-	ObjectRef struct {
-		Resource  string `json:"resource"`
-		Namespace string `json:"namespace"`
-		Name      string `json:"name"`
-	} `json:"objectRef"`
-}
-
-// upstreamAuditLog is where the test bed's upstream API server writes its audit log:
-// audit.log in the control plane's directory.
-func (b *bench) upstreamAuditLog(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(b.w.Up.Dir(), "audit.log")
-	_, err := os.Stat(path)
-	require.NoError(t, err, "the upstream audit log is no longer at %s: follow it in test/cluster/audit.go", path)
-	return path
-}
-
 // upstreamSecretRequests counts, so far, the upstream requests of the eso-reader of
 // namespace ns that could read Secret name there, or any Secret when name is empty.
 // Gets and lists count once complete, watches once started.
 func (b *bench) upstreamSecretRequests(t *testing.T, ns, name string) upstreamCounts {
 	t.Helper()
 	reader := "system:serviceaccount:" + ns + ":" + cluster.ReaderServiceAccount
-	f, err := os.Open(b.upstreamAuditLog(t))
-	require.NoError(t, err)
-	defer f.Close()
 	var c upstreamCounts
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var ev auditEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			continue // the API server may be writing the last line
-		}
+	for _, ev := range b.w.Up.AuditLog(t) {
 		ref := ev.ObjectRef
 		if ev.User.Username != reader || ref.Resource != "secrets" || ref.Namespace != ns {
 			continue
@@ -110,6 +68,5 @@ func (b *bench) upstreamSecretRequests(t *testing.T, ns, name string) upstreamCo
 			c.Watches++
 		}
 	}
-	require.NoError(t, sc.Err())
 	return c
 }

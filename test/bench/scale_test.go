@@ -243,34 +243,7 @@ func (b *bench) createScaleSecrets(t *testing.T, n, size int) []string {
 func (b *bench) createScaleStore(t *testing.T) {
 	t.Helper()
 	reader := b.w.Up.SeedReader(t, scaleUpstreamNamespace)
-	b.w.Down.EnsureNamespace(t, scaleNamespace)
-	ctx, cancel := callContext(t)
-	defer cancel()
-	_, err := b.down.CoreV1().Secrets(scaleNamespace).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "remote-sa-token"},
-		StringData: map[string]string{"token": reader.Token},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = b.down.CoreV1().ConfigMaps(scaleNamespace).Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-root-remote-ca.crt"},
-		Data:       map[string]string{"ca.crt": string(b.w.Up.CA())},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	b.w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: %s, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server:
-        url: %s
-        caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
-      remoteNamespace: %s
-      auth:
-        token:
-          bearerToken: {name: remote-sa-token, key: token}
-`, scaleStore, scaleNamespace, b.w.Up.URL(), scaleUpstreamNamespace))
+	b.w.SeedStoreReading(t, scaleNamespace, scaleStore, reader)
 	b.waitForStoreReady(t, scaleNamespace, scaleStore)
 }
 
@@ -293,7 +266,7 @@ func (b *bench) relayedData(t *testing.T, ns string) (int, int64) {
 // relayRSS is the resident memory of the secret-relay process behind r.
 func relayRSS(t *testing.T, r *cluster.Relay) int64 {
 	t.Helper()
-	pid := relayPID(t, r)
+	pid := r.PID()
 	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	require.NoError(t, err)
 	defer f.Close()
@@ -308,32 +281,5 @@ func relayRSS(t *testing.T, r *cluster.Relay) int64 {
 		}
 	}
 	t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	return 0
-}
-
-// relayPID finds the secret-relay process behind r by its probe address, which no
-// other process shares: the test bed keeps the process to itself.
-func relayPID(t *testing.T, r *cluster.Relay) int {
-	t.Helper()
-	addr := strings.TrimPrefix(r.ProbeURL, "http://")
-	entries, err := os.ReadDir("/proc")
-	require.NoError(t, err)
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue // gone, or not ours to read
-		}
-		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
-		for i, a := range args {
-			if a == "--probe-address="+addr || (a == "--probe-address" && i+1 < len(args) && args[i+1] == addr) {
-				return pid
-			}
-		}
-	}
-	t.Fatalf("no process serves probes on %s", addr)
 	return 0
 }

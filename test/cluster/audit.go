@@ -21,8 +21,9 @@ rules:
 
 // AuditEvent is the part of an audit.k8s.io/v1 Event that tests count by.
 type AuditEvent struct {
-	Verb string `json:"verb"`
-	User struct {
+	Verb       string `json:"verb"`
+	RequestURI string `json:"requestURI"`
+	User       struct {
 		Username string `json:"username"`
 	} `json:"user"`
 	ObjectRef struct {
@@ -53,6 +54,19 @@ func (cp *ControlPlane) configureAudit(api *envtest.APIServer) error {
 // needs Options.AuditLog.
 func (cp *ControlPlane) AuditEvents(t testing.TB) []AuditEvent {
 	t.Helper()
+	var done []AuditEvent
+	for _, ev := range cp.AuditLog(t) {
+		if ev.Stage == "ResponseComplete" {
+			done = append(done, ev)
+		}
+	}
+	return done
+}
+
+// AuditLog returns every event the API server has logged so far, of every stage:
+// a watch still open shows as ResponseStarted only.
+func (cp *ControlPlane) AuditLog(t testing.TB) []AuditEvent {
+	t.Helper()
 	if cp.auditLog == "" {
 		t.Fatalf("the %s control plane keeps no audit log: start it with Options.AuditLog", cp.Name)
 	}
@@ -70,9 +84,7 @@ func (cp *ControlPlane) AuditEvents(t testing.TB) []AuditEvent {
 			// The API server may be mid-write on the last line.
 			continue
 		}
-		if ev.Stage == "ResponseComplete" {
-			events = append(events, ev)
-		}
+		events = append(events, ev)
 	}
 	return events
 }

@@ -109,6 +109,9 @@ func StartRelay(t testing.TB, binary, logDir string, down *ControlPlane, extraAr
 	}
 }
 
+// PID is the process's ID.
+func (r *Relay) PID() int { return r.cmd.Process.Pid }
+
 // Stop sends SIGTERM and waits for the process to exit.
 func (r *Relay) Stop(t testing.TB) {
 	select {
@@ -207,14 +210,22 @@ func NewWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
 }
 
 // SeedStore creates, in downstream namespace ns, the seed's remote-sa-token Secret,
-// kube-root-remote-ca.crt ConfigMap and a SecretStore named name.
+// kube-root-remote-ca.crt ConfigMap and a SecretStore named name reading the
+// upstream default namespace with the world's eso-reader.
 func (w *World) SeedStore(t testing.TB, ns, name string) {
+	t.Helper()
+	w.SeedStoreReading(t, ns, name, w.Reader)
+}
+
+// SeedStoreReading is SeedStore with another reader: the store reads the reader's
+// namespace upstream with the reader's token.
+func (w *World) SeedStoreReading(t testing.TB, ns, name string, reader Reader) {
 	t.Helper()
 	ctx := Context(t)
 	w.Down.EnsureNamespace(t, ns)
 	_, err := w.Down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "remote-sa-token"},
-		StringData: map[string]string{"token": w.Reader.Token},
+		StringData: map[string]string{"token": reader.Token},
 	}, metav1.CreateOptions{})
 	require.NoError(t, ignoreExists[any](nil, err))
 	_, err = w.Down.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
@@ -232,11 +243,11 @@ spec:
       server:
         url: %s
         caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
-      remoteNamespace: default
+      remoteNamespace: %s
       auth:
         token:
           bearerToken: {name: remote-sa-token, key: token}
-`, name, ns, w.Up.URL()))
+`, name, ns, w.Up.URL(), reader.Namespace))
 }
 
 // Apply creates a store from YAML through the dynamic client.
