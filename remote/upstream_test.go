@@ -1,0 +1,127 @@
+package remote
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func upstreamSecret(name, value string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Data:       map[string][]byte{"k": []byte(value)},
+	}
+}
+
+func countGets(client *fake.Clientset, name string) int {
+	n := 0
+	for _, a := range client.Actions() {
+		if g, ok := a.(interface{ GetName() string }); ok && a.GetVerb() == "get" && g.GetName() == name {
+			n++
+		}
+	}
+	return n
+}
+
+func startCache(t *testing.T, client *fake.Clientset, events chan<- SecretEvent) *upstreamCache {
+	c := newUpstreamCache("SecretStore default/s", "default", client, func(ev SecretEvent) {
+		if events != nil {
+			events <- ev
+		}
+	}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c.run(ctx, false)
+	return c
+}
+
+func TestUpstreamCache(t *testing.T) {
+	// The fake clientset cannot stream a watch-list; real API servers can.
+	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	t.Run("A burst of reads on a new cache should be served by its first list, not by reads.", func(t *testing.T) {
+		client := fake.NewClientset(upstreamSecret("db", "v1"))
+		c := startCache(t, client, nil)
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				s, err := c.Get(context.Background(), "db")
+				assert.NoError(t, err)
+				assert.Equal(t, []byte("v1"), s.Data["k"])
+				assert.Empty(t, s.ManagedFields, "managed fields are stripped")
+			})
+		}
+		wg.Wait()
+		assert.LessOrEqual(t, countGets(client, "db"), 1)
+	})
+
+	t.Run("An upstream change should be told to the sync controller and served at once.", func(t *testing.T) {
+		client := fake.NewClientset(upstreamSecret("db", "v1"))
+		events := make(chan SecretEvent, 10)
+		c := startCache(t, client, events)
+		_, err := c.Get(context.Background(), "db")
+		require.NoError(t, err)
+		require.Eventually(t, c.informer.HasSynced, 5*time.Second, 10*time.Millisecond)
+
+		updated := upstreamSecret("db", "v2")
+		updated.ResourceVersion = "2"
+		_, err = client.CoreV1().Secrets("default").Update(context.Background(), updated, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		// Events of the first list may come first; the update's must find the cache
+		// already holding the change, since the sync controller reads it from there.
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				assert.Equal(t, SecretEvent{Store: "SecretStore default/s", Name: "db", Seen: ev.Seen}, ev)
+				if s, _ := c.Get(context.Background(), "db"); s != nil && string(s.Data["k"]) == "v2" {
+					return
+				}
+			case <-timeout:
+				t.Fatal("no event for the change of a wanted Secret")
+			}
+		}
+	})
+
+	t.Run("Trim should drop the data nobody wants, and keep what is wanted.", func(t *testing.T) {
+		client := fake.NewClientset(upstreamSecret("wanted", "w"), upstreamSecret("other", "o"))
+		c := startCache(t, client, nil)
+		c.want("wanted")
+		require.Eventually(t, c.informer.HasSynced, 5*time.Second, 10*time.Millisecond)
+		c.trim()
+		_, keptOther := c.cached("other")
+		assert.False(t, keptOther, "unwanted data is dropped")
+		s, ok := c.cached("wanted")
+		require.True(t, ok)
+		assert.Equal(t, []byte("w"), s.Data["k"])
+		assert.Zero(t, countGets(client, "wanted"))
+	})
+
+	t.Run("A broken watch should send reads upstream instead of to the cache.", func(t *testing.T) {
+		client := fake.NewClientset(upstreamSecret("db", "v1"))
+		c := startCache(t, client, nil)
+		_, err := c.Get(context.Background(), "db")
+		require.NoError(t, err)
+		c.watchEnded(c.watchGen)
+		_, ok := c.cached("db")
+		assert.False(t, ok, "a cache without a watch cannot vouch for its data")
+		before := countGets(client, "db")
+		_, err = c.Get(context.Background(), "db")
+		require.NoError(t, err)
+		assert.Equal(t, before+1, countGets(client, "db"))
+	})
+
+	t.Run("The end of an old watch should not mark a newer one broken.", func(t *testing.T) {
+		c := newUpstreamCache("s", "default", fake.NewClientset(), nil, nil)
+		old := c.watchOpened()
+		c.watchOpened()
+		c.watchEnded(old)
+		assert.False(t, c.isBroken())
+	})
+}
