@@ -140,15 +140,19 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		if plans[i], err = PlanSecret(ns, req, remote, m.cfg.Now()); err != nil {
 			return res, err
 		}
-		if _, err := CheckExisting(existing[i], plans[i]); err != nil {
+		hashes[req.Name] = plans[i].Annotations[AnnotationDataHash]
+		write, err := CheckExisting(existing[i], plans[i])
+		if err != nil {
 			return res, err
 		}
-		hashes[req.Name] = plans[i].Annotations[AnnotationDataHash]
+		if !write {
+			plans[i] = nil // current already: the warm path writes nothing
+		}
 	}
 
 	for i, desired := range plans {
 		if desired == nil {
-			continue // served from a copy while upstream is unreachable
+			continue // current, or served from a copy while upstream is unreachable
 		}
 		wrote, err := m.write(ctx, existing[i], desired, dryRun)
 		if err != nil {
@@ -209,18 +213,15 @@ func fallbackCopy(existing *corev1.Secret, req SecretRequest) (hash, warning str
 	return existing.Annotations[AnnotationDataHash], DenyPrefix + "upstream unreachable, using copy synced at " + syncedAt, true
 }
 
-// write creates or updates one local Secret, re-reading and re-checking it when a
-// concurrent admission wrote it first. It reports whether it wrote.
+// write creates or updates one local Secret that CheckExisting found wanting, and
+// re-reads and re-checks it when a concurrent admission wrote it first. It reports
+// whether it wrote.
 func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) (bool, error) {
+	if dryRun {
+		return false, nil
+	}
 	for range maxConflictRetries {
-		write, err := CheckExisting(existing, desired)
-		if err != nil || !write {
-			return false, err
-		}
-		if dryRun {
-			return false, nil
-		}
-		err = m.cfg.Local.Apply(ctx, existing, desired)
+		err := m.cfg.Local.Apply(ctx, existing, desired)
 		if err == nil {
 			return true, nil
 		}
@@ -229,6 +230,10 @@ func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, d
 		}
 		if existing, err = m.cfg.Local.Latest(ctx, desired.Namespace, desired.Name); err != nil {
 			return false, fmt.Errorf("could not read Secret %s/%s: %w", desired.Namespace, desired.Name, err)
+		}
+		write, err := CheckExisting(existing, desired)
+		if err != nil || !write {
+			return false, err
 		}
 	}
 	return false, fmt.Errorf("could not write Secret %s/%s: still conflicting after %d tries", desired.Namespace, desired.Name, maxConflictRetries)
