@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -139,4 +142,18 @@ func (cp *ControlPlane) WaitForTokenRevoked(t testing.TB, token string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// KubeconfigFor writes a kubeconfig that authenticates as ServiceAccount ns/name
+// with a TokenRequest token: what a pod running as that account would have.
+func (cp *ControlPlane) KubeconfigFor(t testing.TB, ns, name string) string {
+	t.Helper()
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["cluster"] = &clientcmdapi.Cluster{Server: cp.URL(), CertificateAuthorityData: cp.CA()}
+	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: cp.Token(t, ns, name)}
+	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "cluster", AuthInfo: name}
+	cfg.CurrentContext = "default"
+	path := filepath.Join(cp.dir, "kubeconfig-"+ns+"-"+name)
+	must(t, clientcmd.WriteToFile(*cfg, path))
+	return path
 }
