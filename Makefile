@@ -36,8 +36,10 @@ tools: ## Build kube-apiserver, etcd, kubectl (v1.37.2) and helm into the tool c
 	hack/tools.sh all
 
 .PHONY: test
-test: tools vet ## Run the unit tests and the end-to-end suites on two local control planes.
+test: tools vet ## Run the unit tests, the end-to-end suites and the demo on two local control planes.
 	go test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@# The demo proves it does what it prints: it asserts every step it shows.
+	@SECRET_RELAY_DEMO=1 go test ./test/demo -run TestDemo -count=1 -timeout 10m
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no control plane.
