@@ -293,10 +293,11 @@ func (c *upstreamCache) Get(ctx context.Context, name string) (*corev1.Secret, e
 		wait, cancel := context.WithTimeout(ctx, firstListWait)
 		c.waitSynced(wait)
 		cancel()
-		if s, ok := c.cached(name); ok {
-			c.metrics.cacheHit()
-			return s, nil
-		}
+	}
+	// Asked again in any case: the first list may have landed since the first look.
+	if s, ok := c.cached(name); ok {
+		c.metrics.cacheHit()
+		return s, nil
 	}
 	c.metrics.cacheMiss()
 	ch := c.flight.DoChan(name, func() (any, error) {

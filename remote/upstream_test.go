@@ -67,7 +67,8 @@ func TestUpstreamCache(t *testing.T) {
 		c := startCache(t, client, events)
 		_, err := c.Get(context.Background(), "db")
 		require.NoError(t, err)
-		require.Eventually(t, c.informer.HasSynced, 5*time.Second, 10*time.Millisecond)
+		// The fake clientset's watch delivers only what happens after it opens.
+		require.Eventually(t, func() bool { return c.informer.HasSynced() && c.watchStarted() }, 5*time.Second, 10*time.Millisecond)
 
 		updated := upstreamSecret("db", "v2")
 		updated.ResourceVersion = "2"
@@ -124,4 +125,10 @@ func TestUpstreamCache(t *testing.T) {
 		c.watchEnded(old)
 		assert.False(t, c.isBroken())
 	})
+}
+
+func (c *upstreamCache) watchStarted() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.watchGen > 0
 }
