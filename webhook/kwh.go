@@ -70,7 +70,26 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if cfg.Metrics != nil {
 		wh = kwhwebhook.NewMeasuredWebhook(cfg.Metrics, wh)
 	}
-	return kwhhttp.HandlerFor(kwhhttp.HandlerConfig{Webhook: wh, Logger: logger})
+	h, err := kwhhttp.HandlerFor(kwhhttp.HandlerConfig{Webhook: wh, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return recoverBadReviews(h, cfg.Logger), nil
+}
+
+// recoverBadReviews answers 400 when a request makes kubewebhook panic, as an
+// AdmissionReview with no request does (found by FuzzReview), instead of dropping
+// the connection with a stack trace in the log.
+func recoverBadReviews(next http.Handler, logger *zap.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				logger.Error("malformed admission review", zap.Any("panic", p))
+				http.Error(w, "secret-relay: malformed AdmissionReview", http.StatusBadRequest)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
 }
 
 // denyDecorator answers pods that carry no secret-relay.io/secrets with an empty
