@@ -55,6 +55,10 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(res.Written) > 0 {
+			cfg.Logger.Debug("relayed", zap.String("namespace", ar.Namespace), zap.String("pod", pod.Name+pod.GenerateName),
+				zap.Strings("written", res.Written))
+		}
 		return &kwhmutating.MutatorResult{MutatedObject: pod, Warnings: res.Warnings}, nil
 	})
 	wh, err := kwhmutating.NewWebhook(kwhmutating.WebhookConfig{
