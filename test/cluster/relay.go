@@ -176,9 +176,25 @@ func (r *Relay) Metric(t testing.TB, name string, labels ...string) float64 {
 
 // HTTPSClient trusts the relay's serving CA.
 func (r *Relay) HTTPSClient(t testing.TB) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.RootCAs(t), MinVersion: tls.VersionTLS12}}}
+}
+
+// RootCAs is a pool holding the relay's serving CA.
+func (r *Relay) RootCAs(t testing.TB) *x509.CertPool {
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(r.Cert.CA.CertPEM()))
-	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	return pool
+}
+
+// DialWebhook opens a TLS connection to the webhook listener with cfg, trusting the
+// relay's CA unless cfg says otherwise.
+func (r *Relay) DialWebhook(t testing.TB, cfg *tls.Config) (*tls.Conn, error) {
+	t.Helper()
+	if cfg.RootCAs == nil {
+		cfg.RootCAs = r.RootCAs(t)
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(r.WebhookURL, "https://"), "/mutate-pods")
+	return tls.Dial("tcp", host, cfg)
 }
 
 // World is the seed's two clusters with secret-relay serving the downstream one:

@@ -3,8 +3,6 @@ package e2e_test
 import (
 	"crypto/tls"
 	"fmt"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,10 +19,8 @@ import (
 func TestCertRotation(t *testing.T) {
 	w := newWorld(t)
 	w.SeedStore(t, "default", "remote-k8s-store")
-	host := strings.TrimSuffix(strings.TrimPrefix(w.Relay.WebhookURL, "https://"), "/mutate-pods")
-	roots := w.Relay.HTTPSClient(t).Transport.(*http.Transport).TLSClientConfig.RootCAs
 	served := func() []byte {
-		conn, err := tls.Dial("tcp", host, &tls.Config{RootCAs: roots})
+		conn, err := w.Relay.DialWebhook(t, &tls.Config{})
 		require.NoError(t, err)
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0].Raw

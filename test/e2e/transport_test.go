@@ -20,11 +20,9 @@ func TestTransport(t *testing.T) {
 	down := cluster.Start(t, "downstream", cluster.Options{CRDDirs: []string{cluster.CRDDir()}})
 	r := cluster.StartRelay(t, relayBinary, suiteDir, down)
 	registerLog(r.LogFile)
-	host := strings.TrimSuffix(strings.TrimPrefix(r.WebhookURL, "https://"), "/mutate-pods")
-	roots := r.HTTPSClient(t).Transport.(*http.Transport).TLSClientConfig.RootCAs
 
 	t.Run("TLS below 1.2 should be refused.", func(t *testing.T) {
-		conn, err := tls.Dial("tcp", host, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+		conn, err := r.DialWebhook(t, &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
 		if err == nil {
 			conn.Close()
 		}
@@ -32,7 +30,7 @@ func TestTransport(t *testing.T) {
 	})
 
 	t.Run("HTTP/2 should not be offered on the webhook port.", func(t *testing.T) {
-		conn, err := tls.Dial("tcp", host, &tls.Config{RootCAs: roots, NextProtos: []string{"h2", "http/1.1"}})
+		conn, err := r.DialWebhook(t, &tls.Config{NextProtos: []string{"h2", "http/1.1"}})
 		require.NoError(t, err)
 		defer conn.Close()
 		assert.Equal(t, "http/1.1", conn.ConnectionState().NegotiatedProtocol)
