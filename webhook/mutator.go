@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -78,6 +79,10 @@ func (c *MutatorConfig) defaults() error {
 type Mutator struct {
 	cfg    MutatorConfig
 	parsed parsedAnnotations
+	// writes shares one write among concurrent admissions that want the same
+	// Secret with the same data: a burst of pods of one workload creates it once
+	// instead of racing into conflicts that each cost an API read.
+	writes singleflight.Group
 }
 
 // NewMutator returns a Mutator.
@@ -154,7 +159,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		if desired == nil {
 			continue // current, or served from a copy while upstream is unreachable
 		}
-		wrote, err := m.write(ctx, existing[i], desired, dryRun)
+		wrote, err := m.sharedWrite(ctx, existing[i], desired, dryRun)
 		if err != nil {
 			return res, err
 		}
@@ -211,6 +216,21 @@ func fallbackCopy(existing *corev1.Secret, req SecretRequest) (hash, warning str
 	}
 	syncedAt := existing.Annotations[AnnotationSyncedAt]
 	return existing.Annotations[AnnotationDataHash], DenyPrefix + "upstream unreachable, using copy synced at " + syncedAt, true
+}
+
+// sharedWrite is write, done once for all concurrent callers that want the same
+// Secret with the same data, under the first caller's deadline; every caller that
+// shared it reports the write.
+func (m *Mutator) sharedWrite(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) (bool, error) {
+	if dryRun {
+		return false, nil
+	}
+	key := desired.Namespace + "/" + desired.Name + "/" + desired.Annotations[AnnotationDataHash]
+	v, err, _ := m.writes.Do(key, func() (any, error) {
+		return m.write(ctx, existing, desired, false)
+	})
+	wrote, _ := v.(bool)
+	return wrote, err
 }
 
 // write creates or updates one local Secret that CheckExisting found wanting, and
