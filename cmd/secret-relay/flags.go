@@ -27,6 +27,15 @@ type Flags struct {
 	// Not in the contract's table: tuning knobs, mostly for tests.
 	StoreValidationInterval time.Duration
 	CertReloadInterval      time.Duration
+	// ShutdownDelay is how long a replica keeps answering reviews after SIGTERM,
+	// unready and closing each connection after its response, before it stops.
+	ShutdownDelay time.Duration
+	Lease         LeaseTiming
+}
+
+// LeaseTiming is the leader election's timing, as in client-go's LeaderElectionConfig.
+type LeaseTiming struct {
+	Duration, RenewDeadline, RetryPeriod time.Duration
 }
 
 func parseFlags(args []string, output io.Writer) (Flags, error) {
@@ -45,6 +54,10 @@ func parseFlags(args []string, output io.Writer) (Flags, error) {
 	fs.StringVar(&f.LogFormat, "log-format", "json", "log format: json or console")
 	fs.DurationVar(&f.StoreValidationInterval, "store-validation-interval", 5*time.Minute, "how often every store is validated again")
 	fs.DurationVar(&f.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often the serving certificate files are checked for changes")
+	fs.DurationVar(&f.ShutdownDelay, "shutdown-delay", 3*time.Second, "after SIGTERM, how long to keep answering reviews while clients move to other replicas")
+	fs.DurationVar(&f.Lease.Duration, "leader-elect-lease-duration", 15*time.Second, "how long other replicas wait before taking over a lease that was not renewed")
+	fs.DurationVar(&f.Lease.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew before it gives up leading")
+	fs.DurationVar(&f.Lease.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
 	if err := fs.Parse(args); err != nil {
 		return Flags{}, err
 	}
@@ -76,6 +89,12 @@ func (f Flags) validate() error {
 	}
 	if f.StoreValidationInterval < time.Second || f.CertReloadInterval <= 0 {
 		errs = append(errs, errors.New("--store-validation-interval must be at least 1s and --cert-reload-interval positive"))
+	}
+	if f.ShutdownDelay < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-delay must not be negative, got %s", f.ShutdownDelay))
+	}
+	if l := f.Lease; l.RetryPeriod <= 0 || l.RenewDeadline <= l.RetryPeriod || l.Duration <= l.RenewDeadline {
+		errs = append(errs, fmt.Errorf("leader election needs 0 < retry period (%s) < renew deadline (%s) < lease duration (%s)", l.RetryPeriod, l.RenewDeadline, l.Duration))
 	}
 	if f.LogFormat != "json" && f.LogFormat != "console" {
 		errs = append(errs, fmt.Errorf("--log-format must be json or console, got %q", f.LogFormat))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"time"
 
 	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,9 +33,9 @@ func runLeading(ctx context.Context, f Flags, kube kubernetes.Interface, logger 
 	for ctx.Err() == nil {
 		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
 			Lock:            lock,
-			LeaseDuration:   15 * time.Second,
-			RenewDeadline:   10 * time.Second,
-			RetryPeriod:     2 * time.Second,
+			LeaseDuration:   f.Lease.Duration,
+			RenewDeadline:   f.Lease.RenewDeadline,
+			RetryPeriod:     f.Lease.RetryPeriod,
 			ReleaseOnCancel: true,
 			Name:            leaseName,
 			Callbacks: leaderelection.LeaderCallbacks{

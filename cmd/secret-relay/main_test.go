@@ -17,6 +17,8 @@ func TestVersion(t *testing.T) {
 	assert.Equal(t, version+"\n", out.String())
 }
 
+var defaultLease = LeaseTiming{Duration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second}
+
 func TestParseFlags(t *testing.T) {
 	tests := map[string]struct {
 		args   []string
@@ -30,6 +32,7 @@ func TestParseFlags(t *testing.T) {
 				ProbeAddress: ":8080", Namespace: "secret-relay", UpstreamTimeout: 2 * time.Second, LeaderElect: true,
 				LogLevel: zapcore.InfoLevel, LogFormat: "json",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
+				ShutdownDelay: 3 * time.Second, Lease: defaultLease,
 			},
 		},
 		"POD_NAMESPACE should be the default namespace.": {
@@ -39,17 +42,26 @@ func TestParseFlags(t *testing.T) {
 				ProbeAddress: ":8080", Namespace: "relay-system", UpstreamTimeout: 2 * time.Second, LeaderElect: true,
 				LogLevel: zapcore.InfoLevel, LogFormat: "json",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
+				ShutdownDelay: 3 * time.Second, Lease: defaultLease,
 			},
 		},
 		"Every flag should be read.": {
 			args: []string{"--kubeconfig", "/k", "--webhook-address", "127.0.0.1:1", "--tls-cert-file", "c", "--tls-key-file", "k",
 				"--probe-address", "127.0.0.1:2", "--namespace", "ns", "--upstream-timeout", "500ms", "--leader-elect=false",
-				"--log-level", "debug", "--log-format", "console"},
+				"--log-level", "debug", "--log-format", "console", "--shutdown-delay", "0s",
+				"--leader-elect-lease-duration", "6s", "--leader-elect-renew-deadline", "4s", "--leader-elect-retry-period", "1s"},
 			exp: Flags{
 				Kubeconfig: "/k", WebhookAddress: "127.0.0.1:1", TLSCertFile: "c", TLSKeyFile: "k", ProbeAddress: "127.0.0.1:2",
 				Namespace: "ns", UpstreamTimeout: 500 * time.Millisecond, LogLevel: zapcore.DebugLevel, LogFormat: "console",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
+				Lease: LeaseTiming{Duration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second},
 			},
+		},
+		"Lease timings should be read and checked against each other.": {
+			args: []string{"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "4s"}, expErr: "renew deadline (4s) < lease duration (4s)",
+		},
+		"A negative shutdown delay should be refused.": {
+			args: []string{"--shutdown-delay", "-1s"}, expErr: "--shutdown-delay must not be negative",
 		},
 		"A non-positive upstream timeout should be refused.": {
 			args: []string{"--upstream-timeout", "0s"}, expErr: "--upstream-timeout must be positive",

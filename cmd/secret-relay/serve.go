@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/zapr"
@@ -69,9 +70,11 @@ func serve(ctx context.Context, f Flags) error {
 		return err
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
+	// Everything but leader election outlives the signal: reviews are still answered
+	// while the replica drains, and need the caches.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	parts, err := wire(ctx, f, kube, dyn, reg, logger)
+	parts, err := wire(runCtx, f, kube, dyn, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -88,7 +91,7 @@ func serve(ctx context.Context, f Flags) error {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	goRun := func(name string, fn func(context.Context) error) {
+	goRunUntil := func(ctx context.Context, name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -97,17 +100,21 @@ func serve(ctx context.Context, f Flags) error {
 			}
 		}()
 	}
+	goRun := func(name string, fn func(context.Context) error) { goRunUntil(runCtx, name, fn) }
 
 	goRun("certificate reloader", func(ctx context.Context) error {
 		return reloader.Start(ctx, zapr.NewLogger(logger.Named("certs")))
 	})
 	parts.start(ctx, goRun)
-	goRun("leader election", func(ctx context.Context) error {
+	// The lease is released as soon as the signal comes, so that another replica
+	// takes over background writes at once.
+	goRunUntil(ctx, "leader election", func(ctx context.Context) error {
 		return runLeading(ctx, f, kube, logger.Named("leader"), parts.lead)
 	})
 
+	var draining atomic.Bool
 	mux := http.NewServeMux()
-	mux.Handle("POST /mutate-pods", handler)
+	mux.Handle("POST /mutate-pods", closeWhen(&draining, handler))
 	webhookSrv := &http.Server{
 		Addr:              f.WebhookAddress,
 		Handler:           mux,
@@ -122,6 +129,7 @@ func serve(ctx context.Context, f Flags) error {
 	probeSrv := &http.Server{
 		Addr: f.ProbeAddress,
 		Handler: probeMux(reg, []readyCheck{
+			{name: "not shutting down", ok: func(context.Context) error { return boolErr(!draining.Load(), "draining") }},
 			{name: "serving certificate", ok: func(context.Context) error { return boolErr(reloader.Loaded(), "not loaded") }},
 			{name: "caches", ok: func(context.Context) error { return parts.synced() }},
 			downstreamAnswers(kube),
@@ -147,7 +155,7 @@ func serve(ctx context.Context, f Flags) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-		logger.Info("shutting down")
+		drain(&draining, f.ShutdownDelay, logger)
 	case runErr = <-errc:
 		logger.Error("stopping", zap.Error(runErr))
 	}
@@ -158,6 +166,27 @@ func serve(ctx context.Context, f Flags) error {
 	cancel()
 	wg.Wait()
 	return errors.Join(runErr, err)
+}
+
+// drain keeps answering reviews for delay after a signal while /readyz fails, so
+// that the Service stops sending new connections here, and closes each connection
+// after its response, so that clients holding one move to another replica without
+// racing a close of an idle connection.
+func drain(draining *atomic.Bool, delay time.Duration, logger *zap.Logger) {
+	draining.Store(true)
+	logger.Info("shutting down", zap.Duration("drain", delay))
+	time.Sleep(delay)
+}
+
+// closeWhen asks the client to close the connection after each response while flag
+// is set.
+func closeWhen(flag *atomic.Bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if flag.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func serveUntilShutdown(err error) error {

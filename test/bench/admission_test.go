@@ -26,13 +26,8 @@ import (
 	kwhmodel "github.com/slok/kubewebhook/v2/pkg/model"
 	kwhmutating "github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
 	"github.com/stretchr/testify/require"
-	admissionv1 "k8s.io/api/admission/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/test/cluster"
 )
@@ -271,29 +266,7 @@ const uidPlaceholder = "00000000-0000-0000-0000-uidplaceholder"
 
 func newReviewTemplate(t *testing.T, pod *corev1.Pod) *reviewTemplate {
 	t.Helper()
-	raw, err := json.Marshal(pod)
-	require.NoError(t, err)
-	gvk := metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
-	gvr := metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
-	review := admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Request: &admissionv1.AdmissionRequest{
-			UID:             types.UID(uidPlaceholder),
-			Kind:            gvk,
-			Resource:        gvr,
-			RequestKind:     &gvk,
-			RequestResource: &gvr,
-			Name:            pod.Name,
-			Namespace:       pod.Namespace,
-			Operation:       admissionv1.Create,
-			UserInfo:        authenticationv1.UserInfo{Username: "kubernetes-admin", Groups: []string{"system:masters", "system:authenticated"}},
-			Object:          runtime.RawExtension{Raw: raw},
-			DryRun:          ptr.To(false),
-			Options:         runtime.RawExtension{Raw: []byte(`{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1"}`)},
-		},
-	}
-	data, err := json.Marshal(review)
-	require.NoError(t, err)
+	data := cluster.Review(t, uidPlaceholder, pod.Namespace, pod)
 	before, after, ok := bytes.Cut(data, []byte(uidPlaceholder))
 	require.True(t, ok)
 	return &reviewTemplate{before: before, after: after}

@@ -77,6 +77,7 @@ func StartRelay(t testing.TB, binary, logDir string, down *ControlPlane, extraAr
 		"--namespace", "secret-relay",
 		"--log-level", "debug",
 		"--cert-reload-interval", "500ms",
+		"--shutdown-delay", "0s", // tests that drain say so
 	}, extraArgs...)
 	r.cmd = exec.Command(binary, args...)
 	r.cmd.Stdout, r.cmd.Stderr = f, f
@@ -213,6 +214,15 @@ type World struct {
 // (binary, logging into logDir, with extra relayArgs).
 func NewWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
 	t.Helper()
+	w := NewUnregisteredWorld(t, binary, logDir, relayArgs...)
+	w.Relay.Register(t, w.Down)
+	return w
+}
+
+// NewUnregisteredWorld is NewWorld without the webhook configuration, for tests that
+// put something between the API server and the relay.
+func NewUnregisteredWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
+	t.Helper()
 	up, down := StartPair(t, Options{CRDDirs: []string{CRDDir()}})
 	w := &World{Up: up, Down: down}
 	var err error
@@ -221,7 +231,6 @@ func NewWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
 	up.CreateSecret(t, "default", "user-credentials", map[string]string{"username": "peter", "password": "asdf1234"})
 	w.Reader = up.SeedReader(t, "default")
 	w.Relay = StartRelay(t, binary, logDir, down, relayArgs...)
-	w.Relay.Register(t, down)
 	return w
 }
 
@@ -236,6 +245,17 @@ func (w *World) SeedStore(t testing.TB, ns, name string) {
 // SeedStoreReading is SeedStore with another reader: the store reads the reader's
 // namespace upstream with the reader's token.
 func (w *World) SeedStoreReading(t testing.TB, ns, name string, reader Reader) {
+	t.Helper()
+	w.seedStore(t, ns, name, reader, w.Up.URL())
+}
+
+// SeedStoreAt is SeedStore with the upstream reached at url, a Proxy's for example.
+func (w *World) SeedStoreAt(t testing.TB, ns, name, url string) {
+	t.Helper()
+	w.seedStore(t, ns, name, w.Reader, url)
+}
+
+func (w *World) seedStore(t testing.TB, ns, name string, reader Reader, url string) {
 	t.Helper()
 	ctx := Context(t)
 	w.Down.EnsureNamespace(t, ns)
@@ -263,7 +283,7 @@ spec:
       auth:
         token:
           bearerToken: {name: remote-sa-token, key: token}
-`, name, ns, w.Up.URL(), reader.Namespace))
+`, name, ns, url, reader.Namespace))
 }
 
 // Apply creates a store from YAML through the dynamic client.
