@@ -50,6 +50,20 @@ func (cp *ControlPlane) configureAudit(api *envtest.APIServer) error {
 	return nil
 }
 
+// RawAuditLog is the audit log as the API server wrote it, to scan for what must
+// never be in it.
+func (cp *ControlPlane) RawAuditLog(t testing.TB) []byte {
+	t.Helper()
+	if cp.auditLog == "" {
+		t.Fatalf("the %s control plane keeps no audit log: start it with Options.AuditLog", cp.Name)
+	}
+	data, err := os.ReadFile(cp.auditLog)
+	if err != nil {
+		t.Fatalf("could not read the audit log: %v", err)
+	}
+	return data
+}
+
 // AuditEvents returns the completed requests the API server has logged so far. It
 // needs Options.AuditLog.
 func (cp *ControlPlane) AuditEvents(t testing.TB) []AuditEvent {

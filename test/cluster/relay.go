@@ -223,7 +223,9 @@ func NewWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
 // put something between the API server and the relay.
 func NewUnregisteredWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
 	t.Helper()
-	up, down := StartPair(t, Options{CRDDirs: []string{CRDDir()}})
+	// The downstream audit log holds the denials the API server returned, for tests
+	// that scan them.
+	up, down := StartPair(t, Options{CRDDirs: []string{CRDDir()}, AuditLog: true})
 	w := &World{Up: up, Down: down}
 	var err error
 	w.Dynamic, err = dynamic.NewForConfig(down.Config)
