@@ -101,6 +101,12 @@ func NewManagedSecrets(kube kubernetes.Interface) *ManagedSecrets {
 	return &ManagedSecrets{ClientsetLocalSecrets: ClientsetLocalSecrets{Client: kube}, informer: inf}
 }
 
+// WritingWith returns the same cache writing through kube, a client with its own rate
+// limits: admission writes then never queue behind background ones.
+func (m *ManagedSecrets) WritingWith(kube kubernetes.Interface) *ManagedSecrets {
+	return &ManagedSecrets{ClientsetLocalSecrets: ClientsetLocalSecrets{Client: kube}, informer: m.informer}
+}
+
 // Run fills and follows the cache until ctx ends.
 func (m *ManagedSecrets) Run(ctx context.Context) { m.informer.RunWithContext(ctx) }
 

@@ -36,7 +36,15 @@ type relayParts struct {
 	events     record.EventBroadcaster
 }
 
-func wire(ctx context.Context, f Flags, kube kubernetes.Interface, dyn dynamic.Interface, reg prometheus.Registerer, logger *zap.Logger) (*relayParts, error) {
+// downstream are the downstream clients: kube and dyn for caches and background
+// work, admission for the writes made while a review waits.
+type downstream struct {
+	kube, admission kubernetes.Interface
+	dyn             dynamic.Interface
+}
+
+func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Registerer, logger *zap.Logger) (*relayParts, error) {
+	kube, dyn := down.kube, down.dyn
 	p := &relayParts{kube: kube}
 	metrics := remote.NewMetrics(reg)
 	p.events = record.NewBroadcaster(record.WithContext(ctx))
@@ -92,7 +100,7 @@ func wire(ctx context.Context, f Flags, kube kubernetes.Interface, dyn dynamic.I
 	}
 	p.mutator, err = webhook.NewMutator(webhook.MutatorConfig{
 		Stores:          remote.NewResolver(p.stores, p.upstreams, namespaceLabels, p.validator.Revalidate),
-		Local:           p.local,
+		Local:           p.local.WritingWith(down.admission),
 		UpstreamTimeout: f.UpstreamTimeout,
 		Logger:          logger.Named("mutator"),
 	})
