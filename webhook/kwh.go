@@ -78,7 +78,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return recoverBadReviews(h, cfg.Logger), nil
+	return limitBodies(recoverBadReviews(h, cfg.Logger), MaxReviewBytes, freeReviewBytes, reviewBudgetBytes), nil
 }
 
 // recoverBadReviews answers 400 when a request makes kubewebhook panic, as an
