@@ -140,12 +140,13 @@ func (c *upstreamCache) trim() {
 }
 
 // waitSynced waits, at most until ctx ends, for the first list: it holds every
-// Secret, so waiting for it beats reading one Secret live.
+// Secret, so waiting for it beats reading one Secret live. It stops as soon as a list
+// or watch has failed or been forbidden: a live read then says sooner what is wrong.
 func (c *upstreamCache) waitSynced(ctx context.Context) {
 	if c.informer.HasSynced() {
 		return
 	}
-	cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced)
+	cache.WaitForCacheSync(ctx.Done(), func() bool { return c.synced() || c.isBroken() })
 }
 
 func (c *upstreamCache) stop() {
