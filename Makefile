@@ -72,6 +72,15 @@ demo: tools ## Run the seed scenario end to end on two local control planes.
 bench: tools ## Run the benchmarks, each against a baseline in the same run; writes bin/bench-results.json.
 	SECRET_RELAY_BENCH=1 go test ./test/bench/ -run TestBench -v -count=1 -timeout 60m
 
+# FUZZTIME is how long each fuzz target runs: make fuzz FUZZTIME=5m
+FUZZTIME ?= 1m
+
+.PHONY: fuzz
+fuzz: ## Fuzz the annotation parser, review decoding and store specs, FUZZTIME each; make test runs their committed corpora.
+	go test ./webhook -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME)
+	go test ./webhook -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME)
+	go test ./remote -run '^$$' -fuzz '^FuzzStoreSpec$$' -fuzztime $(FUZZTIME)
+
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
