@@ -99,15 +99,19 @@ func newHarness(t *testing.T, stores fakeStores) *harness {
 	return h
 }
 
-// review posts a real admission/v1 AdmissionReview and returns the HTTP status and
-// the decoded response.
-func (h *harness) review(t *testing.T, pod *corev1.Pod, dryRun bool) (int, *admissionv1.AdmissionResponse) {
+// reviewUID is the UID of the reviews the tests send.
+const reviewUID = "8c3c6f5b-0b1e-4d3a-9c55-5f4b9b3f0c11"
+
+// reviewJSON is an admission/v1 AdmissionReview of creating pod, as the API server
+// sends it.
+func reviewJSON(t *testing.T, pod *corev1.Pod, dryRun bool) []byte {
+	t.Helper()
 	raw, err := json.Marshal(pod)
 	require.NoError(t, err)
-	ar := admissionv1.AdmissionReview{
+	body, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
-			UID:       "8c3c6f5b-0b1e-4d3a-9c55-5f4b9b3f0c11",
+			UID:       reviewUID,
 			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
 			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
 			Namespace: pod.Namespace,
@@ -115,16 +119,21 @@ func (h *harness) review(t *testing.T, pod *corev1.Pod, dryRun bool) (int, *admi
 			Object:    runtime.RawExtension{Raw: raw},
 			DryRun:    &dryRun,
 		},
-	}
-	body, err := json.Marshal(ar)
+	})
 	require.NoError(t, err)
-	resp, err := http.Post(h.srv.URL, "application/json", bytes.NewReader(body))
+	return body
+}
+
+// review posts a real admission/v1 AdmissionReview and returns the HTTP status and
+// the decoded response.
+func (h *harness) review(t *testing.T, pod *corev1.Pod, dryRun bool) (int, *admissionv1.AdmissionResponse) {
+	resp, err := http.Post(h.srv.URL, "application/json", bytes.NewReader(reviewJSON(t, pod, dryRun)))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var out admissionv1.AdmissionReview
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
 	require.NotNil(t, out.Response)
-	assert.EqualValues(t, ar.Request.UID, out.Response.UID)
+	assert.EqualValues(t, reviewUID, out.Response.UID)
 	return resp.StatusCode, out.Response
 }
 

@@ -16,8 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/secret-relay/secret-relay/webhook"
@@ -28,26 +26,11 @@ import (
 func paddedReview(t *testing.T, size int) []byte {
 	t.Helper()
 	build := func(pad int) []byte {
-		pod := seedPod(map[string]string{
+		return reviewJSON(t, seedPod(map[string]string{
 			webhook.AnnotationStore:   "remote-k8s-store",
 			webhook.AnnotationSecrets: seedSecrets,
 			"example.com/padding":     strings.Repeat("x", pad),
-		})
-		raw, err := json.Marshal(pod)
-		require.NoError(t, err)
-		body, err := json.Marshal(admissionv1.AdmissionReview{
-			TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-			Request: &admissionv1.AdmissionRequest{
-				UID:       "0b6f4c9e-3f5a-4d8e-9a51-7c2d1e0f9b33",
-				Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-				Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-				Namespace: pod.Namespace,
-				Operation: admissionv1.Create,
-				Object:    runtime.RawExtension{Raw: raw},
-			},
-		})
-		require.NoError(t, err)
-		return body
+		}), false)
 	}
 	body := build(size - len(build(0)))
 	require.Len(t, body, size)

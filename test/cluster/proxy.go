@@ -1,8 +1,6 @@
 package cluster
 
 import (
-	"encoding/base64"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -227,16 +225,5 @@ func (w *World) SeedSilentStore(t testing.TB, ns string) {
 			mu.Unlock()
 		}
 	}()
-	w.Down.EnsureNamespace(t, ns)
-	w.Down.CreateSecret(t, ns, "token", map[string]string{"token": w.Reader.Token})
-	w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: silent, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server: {url: "https://%s", caBundle: %s}
-      auth: {token: {bearerToken: {name: token, key: token}}}
-`, ns, l.Addr(), base64.StdEncoding.EncodeToString(w.Up.CA())))
+	w.SeedTokenStore(t, ns, "silent", "https://"+l.Addr().String(), "default", w.Reader.Token)
 }

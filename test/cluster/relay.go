@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
@@ -128,6 +129,12 @@ func (r *Relay) Stop(t testing.TB) {
 		_ = r.cmd.Process.Kill()
 		<-r.exited
 	}
+}
+
+// BecameLeader reports whether the process's log says it took the leader lease.
+func (r *Relay) BecameLeader() bool {
+	data, _ := os.ReadFile(r.LogFile)
+	return strings.Contains(string(data), `"msg":"became leader"`)
 }
 
 // LogTail is the end of the process's log, for failure messages.
@@ -286,6 +293,26 @@ spec:
         token:
           bearerToken: {name: remote-sa-token, key: token}
 `, name, ns, url, reader.Namespace))
+}
+
+// SeedTokenStore creates, in namespace ns, a Secret named token holding token and a
+// SecretStore named name that reads remoteNamespace at url with it, trusting the
+// upstream's CA.
+func (w *World) SeedTokenStore(t testing.TB, ns, name, url, remoteNamespace, token string) {
+	t.Helper()
+	w.Down.EnsureNamespace(t, ns)
+	w.Down.CreateSecret(t, ns, "token", map[string]string{"token": token})
+	w.Apply(t, fmt.Sprintf(`
+apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata: {name: %s, namespace: %s}
+spec:
+  provider:
+    kubernetes:
+      server: {url: %q, caBundle: %s}
+      remoteNamespace: %s
+      auth: {token: {bearerToken: {name: token, key: token}}}
+`, name, ns, url, base64.StdEncoding.EncodeToString(w.Up.CA()), remoteNamespace))
 }
 
 // Apply creates a store from YAML through the dynamic client.

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -345,19 +344,7 @@ spec:
 			w.Up.EnsureNamespace(t, ns)
 			w.Up.CreateSecret(t, ns, "user-credentials", map[string]string{"username": "peter"})
 			reader := w.Up.SeedReader(t, ns)
-			w.Down.EnsureNamespace(t, ns)
-			w.Down.CreateSecret(t, ns, "token", map[string]string{"token": reader.Token})
-			w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: revocable, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server: {url: %s, caBundle: %s}
-      remoteNamespace: %s
-      auth: {token: {bearerToken: {name: token, key: token}}}
-`, ns, w.Up.URL(), base64Std(w.Up.CA()), ns))
+			w.SeedTokenStore(t, ns, "revocable", w.Up.URL(), ns, reader.Token)
 			waitForStoreStatus(t, w, ns, "revocable", "True", "Valid", 10*time.Second)
 			status := storeStatusOf(t, w, ns, "revocable")
 			assert.Equal(t, "ReadOnly", status.capabilities, "the seed's Role only reads")
@@ -453,5 +440,3 @@ func waitForStoreStatus(t testing.TB, w *cluster.World, ns, name, ready, reason 
 }
 
 var storeGVR = v1alpha1.SecretStoreGVR
-
-func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
