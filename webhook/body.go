@@ -89,11 +89,14 @@ func (b *body) read(r io.Reader, size int64) error {
 	if r == nil {
 		return nil
 	}
+	first := int64(4 << 10)
 	b.ceiling = b.limit.max + 1
 	if size >= 0 {
+		// A review the API server sends has its length: one buffer of that size.
 		b.ceiling = min(b.ceiling, size+1)
+		first = min(b.ceiling, max(first, b.limit.free))
 	}
-	if err := b.grow(4 << 10); err != nil {
+	if err := b.grow(first); err != nil {
 		return err
 	}
 	for {
