@@ -3,12 +3,14 @@ package remote
 import (
 	"context"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
@@ -17,22 +19,63 @@ import (
 // one informer per referenced object, selected by name, started the first time the
 // object is read. Warm admissions resolve a store's token and CA with no API call,
 // and a rotated token reaches the upstream client as soon as the watch delivers it.
+// An informer nobody has read for refIdleTTL is stopped, so that the references of
+// deleted stores do not hold watches for ever; a later read starts it again.
 type RefCache struct {
 	kube kubernetes.Interface
 	ctx  context.Context
 	live RefReader
+	now  func() time.Time
 
 	mu        sync.Mutex
-	informers map[refKey]cache.SharedIndexInformer
+	informers map[refKey]*refInformer
 }
 
 type refKey struct{ kind, namespace, name string }
 
+type refInformer struct {
+	cache.SharedIndexInformer
+	stop     context.CancelFunc
+	lastRead time.Time // guarded by RefCache.mu
+}
+
+// refIdleTTL is how long a reference informer runs unread. A store's references are
+// read whenever its client is asked for: at each admission and sync that uses the
+// store, and at each validation (--store-validation-interval, 5 minutes by default).
+// Stopping one in use costs a live read while it starts again.
+const refIdleTTL = 15 * time.Minute
+
 var _ RefReader = (*RefCache)(nil)
 
-// NewRefCache returns a RefCache whose informers run until ctx ends.
+// NewRefCache returns a RefCache whose informers run until ctx ends or they go idle.
 func NewRefCache(ctx context.Context, kube kubernetes.Interface) *RefCache {
-	return &RefCache{kube: kube, ctx: ctx, live: ClientsetRefReader(kube), informers: map[refKey]cache.SharedIndexInformer{}}
+	r := &RefCache{kube: kube, ctx: ctx, live: ClientsetRefReader(kube), now: time.Now, informers: map[refKey]*refInformer{}}
+	go func() {
+		tick := time.NewTicker(refIdleTTL / 5)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				r.stopIdle()
+			}
+		}
+	}()
+	return r
+}
+
+// stopIdle stops the informers unread for refIdleTTL.
+func (r *RefCache) stopIdle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	idleSince := r.now().Add(-refIdleTTL)
+	for k, inf := range r.informers {
+		if inf.lastRead.Before(idleSince) {
+			inf.stop()
+			delete(r.informers, k)
+		}
+	}
 }
 
 // Secret reads a referenced Secret.
@@ -81,26 +124,44 @@ func (r *RefCache) informer(k refKey) cache.SharedIndexInformer {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if inf, ok := r.informers[k]; ok {
+		inf.lastRead = r.now()
 		return inf
-	}
-	byName := func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", k.name).String()
 	}
 	var lw *cache.ListWatch
 	var example runtime.Object
 	switch k.kind {
 	case "Secret":
-		lw = cache.NewFilteredListWatchFromClient(r.kube.CoreV1().RESTClient(), "secrets", k.namespace, byName)
-		example = &corev1.Secret{}
+		secrets := r.kube.CoreV1().Secrets(k.namespace)
+		lw, example = byNameListWatch(k.name, secrets.List, secrets.Watch), &corev1.Secret{}
 	default:
-		lw = cache.NewFilteredListWatchFromClient(r.kube.CoreV1().RESTClient(), "configmaps", k.namespace, byName)
-		example = &corev1.ConfigMap{}
+		configMaps := r.kube.CoreV1().ConfigMaps(k.namespace)
+		lw, example = byNameListWatch(k.name, configMaps.List, configMaps.Watch), &corev1.ConfigMap{}
 	}
-	inf := cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{})
+	ctx, stop := context.WithCancel(r.ctx)
+	inf := &refInformer{SharedIndexInformer: cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{}), stop: stop}
 	_ = inf.SetTransform(stripManagedFields)
-	go inf.RunWithContext(r.ctx)
+	inf.lastRead = r.now()
+	go inf.RunWithContext(ctx)
 	r.informers[k] = inf
 	return inf
+}
+
+// byNameListWatch lists and watches the one object called name through a typed
+// client's List and Watch.
+func byNameListWatch[L runtime.Object](name string, list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) *cache.ListWatch {
+	byName := func(o metav1.ListOptions) metav1.ListOptions {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+		return o
+	}
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return list(ctx, byName(o))
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return watchFn(ctx, byName(o))
+		},
+	}
 }
 
 // stripManagedFields drops managed fields before an object is cached: they are large
