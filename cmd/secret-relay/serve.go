@@ -107,7 +107,7 @@ func serve(ctx context.Context, f Flags) error {
 	goRun("certificate reloader", func(ctx context.Context) error {
 		return reloader.Start(ctx, zapr.NewLogger(logger.Named("certs")))
 	})
-	parts.start(ctx, goRun)
+	parts.start(runCtx, goRun)
 	// The lease is released as soon as the signal comes, so that another replica
 	// takes over background writes at once.
 	goRunUntil(ctx, "leader election", func(ctx context.Context) error {
