@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"github.com/secret-relay/secret-relay/webhook"
 )
@@ -100,13 +101,16 @@ func (u *upstream) Get(ctx context.Context, name string) (*corev1.Secret, error)
 }
 
 // Unreachable reports whether err means the upstream did not answer: a timeout, a
-// refused or reset connection, or a server that says it cannot serve now.
+// refused, reset or dropped connection (one that ended before the answer did), or a
+// server that says it cannot serve now.
 func Unreachable(err error) bool {
 	var netErr net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
 		return true
 	case errors.As(err, &netErr) && netErr.Timeout():
+		return true
+	case utilnet.IsProbableEOF(err), utilnet.IsHTTP2ConnectionLost(err):
 		return true
 	case apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), apierrors.IsServiceUnavailable(err), apierrors.IsTooManyRequests(err):
 		return true
