@@ -2,9 +2,12 @@ package remote
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
@@ -101,10 +104,14 @@ func (u *upstream) Get(ctx context.Context, name string) (*corev1.Secret, error)
 }
 
 // Unreachable reports whether err means the upstream did not answer: a timeout, a
-// refused, reset or dropped connection (one that ended before the answer did), or a
-// server that says it cannot serve now.
+// request that got no response (refused, reset or dropped connection, one closed by
+// the transport), or a server that says it cannot serve now. A failed certificate
+// check either way is not: it is a configuration error.
 func Unreachable(err error) bool {
-	var netErr net.Error
+	var (
+		netErr net.Error
+		urlErr *url.Error
+	)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
 		return true
@@ -112,8 +119,25 @@ func Unreachable(err error) bool {
 		return true
 	case utilnet.IsProbableEOF(err), utilnet.IsHTTP2ConnectionLost(err):
 		return true
+	case errors.As(err, &urlErr):
+		return !certificateProblem(urlErr.Err)
 	case apierrors.IsTimeout(err), apierrors.IsServerTimeout(err), apierrors.IsServiceUnavailable(err), apierrors.IsTooManyRequests(err):
 		return true
 	}
 	return false
+}
+
+// certificateProblem reports whether a request failed on a certificate: the
+// upstream's, which the store does not trust, or the store's own, which the upstream
+// refused during the handshake.
+func certificateProblem(err error) bool {
+	var (
+		unknownAuthority x509.UnknownAuthorityError
+		hostname         x509.HostnameError
+		invalid          x509.CertificateInvalidError
+		verification     *tls.CertificateVerificationError
+		alert            tls.AlertError
+	)
+	return errors.As(err, &unknownAuthority) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &verification) || errors.As(err, &alert)
 }
