@@ -49,12 +49,15 @@ func TestLeaderElection(t *testing.T) {
 	}
 
 	rotate("s3cr3t-rotated-username")
-	assert.Equal(t, 1.0, first.Metric(t, "secret_relay_syncs_total", `result="updated"`), "the leader wrote")
+	// The copy changes before the relay counts its write: wait for the count.
+	assert.Eventually(t, func() bool { return first.Metric(t, "secret_relay_syncs_total", `result="updated"`) == 1 }, 5*time.Second, 20*time.Millisecond,
+		"the leader wrote")
 	assert.Zero(t, second.Metric(t, "secret_relay_syncs_total", `result="updated"`), "the follower did not")
 
 	first.Stop(t)
 	require.Eventually(t, second.BecameLeader, 20*time.Second, 50*time.Millisecond,
 		"the second replica takes over")
 	rotate("peter")
-	assert.Equal(t, 1.0, second.Metric(t, "secret_relay_syncs_total", `result="updated"`), "the new leader wrote")
+	assert.Eventually(t, func() bool { return second.Metric(t, "secret_relay_syncs_total", `result="updated"`) == 1 }, 5*time.Second, 20*time.Millisecond,
+		"the new leader wrote")
 }
