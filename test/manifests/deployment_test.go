@@ -178,6 +178,9 @@ func TestChartDeploymentValues(t *testing.T) {
 		"tolerations[0].key=dedicated",
 		"tolerations[0].operator=Exists",
 		"resources.requests.cpu=123m",
+		"upstreamTimeout=1500ms",
+		"shutdownDelay=5s",
+		"extraArgs[0]=--leader-elect-lease-duration=30s",
 	)
 	assertDeployment(t, objs, "relay-system", 3)
 	assertServiceAndPDB(t, objs, "relay-system", false)
@@ -185,6 +188,9 @@ func TestChartDeploymentValues(t *testing.T) {
 	assert.Equal(t, "example.com/relay:v9", c.Image)
 	assert.Contains(t, c.Args, "--log-level=debug")
 	assert.Contains(t, c.Args, "--log-format=console")
+	assert.Contains(t, c.Args, "--upstream-timeout=1500ms")
+	assert.Contains(t, c.Args, "--shutdown-delay=5s")
+	assert.Equal(t, "--leader-elect-lease-duration=30s", c.Args[len(c.Args)-1], "extra arguments come last")
 	assert.Equal(t, map[string]string{"kubernetes.io/os": "linux"}, d.Spec.Template.Spec.NodeSelector)
 	assert.Equal(t, []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}, d.Spec.Template.Spec.Tolerations)
 	assert.Equal(t, "123m", ptr.To(c.Resources.Requests[corev1.ResourceCPU]).String())
