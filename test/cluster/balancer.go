@@ -3,7 +3,6 @@ package cluster
 import (
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,8 +38,7 @@ func StartBalancer(t testing.TB, relays ...*Relay) *Balancer {
 	require.NoError(t, err)
 	b := &Balancer{ln: ln}
 	for _, r := range relays {
-		addr := strings.TrimSuffix(strings.TrimPrefix(r.WebhookURL, "https://"), "/mutate-pods")
-		b.backends = append(b.backends, balancerBackend{addr: addr, probe: r.ProbeURL + "/readyz", ready: &atomic.Bool{}, conns: &atomic.Int64{}})
+		b.backends = append(b.backends, balancerBackend{addr: r.webhookAddr(), probe: r.ProbeURL + "/readyz", ready: &atomic.Bool{}, conns: &atomic.Int64{}})
 	}
 	stop := make(chan struct{})
 	b.check()

@@ -201,8 +201,12 @@ func (r *Relay) DialWebhook(t testing.TB, cfg *tls.Config) (*tls.Conn, error) {
 	if cfg.RootCAs == nil {
 		cfg.RootCAs = r.RootCAs(t)
 	}
-	host := strings.TrimSuffix(strings.TrimPrefix(r.WebhookURL, "https://"), "/mutate-pods")
-	return tls.Dial("tcp", host, cfg)
+	return tls.Dial("tcp", r.webhookAddr(), cfg)
+}
+
+// webhookAddr is the host:port the webhook listens on.
+func (r *Relay) webhookAddr() string {
+	return strings.TrimSuffix(strings.TrimPrefix(r.WebhookURL, "https://"), "/mutate-pods")
 }
 
 // World is the seed's two clusters with secret-relay serving the downstream one:
