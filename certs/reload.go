@@ -47,11 +47,24 @@ func (r *Reloader) Loaded() bool {
 }
 
 // ServerTLSConfig is the webhook listener's TLS: 1.2 or later, HTTP/1.1 only (no
-// HTTP/2, because of the Rapid Reset CVEs), certificate from the reloader.
-func (r *Reloader) ServerTLSConfig() *tls.Config {
-	return &tls.Config{
+// HTTP/2, because of the Rapid Reset CVEs), certificate from the reloader. With
+// clientCAs, every client must present a certificate that bundle verifies, as the
+// API server does with its AdmissionConfiguration's kubeConfigFile; the bundle in
+// use is read at each handshake, so that a new one applies without a restart.
+func (r *Reloader) ServerTLSConfig(clientCAs *CABundle) *tls.Config {
+	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		NextProtos:     []string{"http/1.1"},
 		GetCertificate: r.GetCertificate,
 	}
+	if clientCAs != nil {
+		base := cfg.Clone()
+		base.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := base.Clone()
+			c.ClientCAs = clientCAs.Pool()
+			return c, nil
+		}
+	}
+	return cfg
 }

@@ -52,7 +52,7 @@ func TestReloaderPicksUpARotatedCertificate(t *testing.T) {
 	require.Eventually(t, func() bool { s := served(); return s != nil && !bytes.Equal(s, firstDER) }, 5*time.Second, 10*time.Millisecond,
 		"the reloader should serve the rotated certificate without a restart")
 
-	cfg := r.ServerTLSConfig()
+	cfg := r.ServerTLSConfig(nil)
 	assert.Equal(t, []string{"http/1.1"}, cfg.NextProtos, "no HTTP/2 on the webhook port")
 	assert.EqualValues(t, 0x0303, cfg.MinVersion, "TLS 1.2 or later")
 }

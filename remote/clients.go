@@ -7,10 +7,10 @@ import (
 	"strings"
 	"sync"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/secret-relay/secret-relay/api/v1alpha1"
 )
 
 // Clients builds upstream clients from stores and keeps one per store, so that
@@ -19,6 +19,9 @@ import (
 type Clients struct {
 	refs    RefReader
 	metrics *Metrics
+	// build makes a client from a configuration: kubernetes.NewForConfig, or a fake
+	// upstream in tests.
+	build func(*rest.Config) (kubernetes.Interface, error)
 
 	mu      sync.Mutex
 	byStore map[string]storeClient
@@ -36,7 +39,8 @@ type storeClient struct {
 // NewClients returns a client cache that reads store references through refs and
 // counts upstream requests in metrics (which may be nil).
 func NewClients(refs RefReader, metrics *Metrics) *Clients {
-	return &Clients{refs: refs, metrics: metrics, byStore: map[string]storeClient{}}
+	build := func(cfg *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(cfg) }
+	return &Clients{refs: refs, metrics: metrics, build: build, byStore: map[string]storeClient{}}
 }
 
 // For returns the upstream client of a store. Errors are configuration errors.
@@ -71,7 +75,7 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 		return storeClient{}, &ConfigError{Store: key, Message: err.Error()}
 	}
 	cfg.WrapTransport = c.metrics.countRequests(key)
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := c.build(cfg)
 	if err != nil {
 		return storeClient{}, &ConfigError{Store: key, Message: err.Error()}
 	}
@@ -84,47 +88,22 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 // it references, read from the reference cache. It reports false when any cannot
 // be read: then the endpoint is resolved in full, which says what is wrong.
 func (c *Clients) versions(ctx context.Context, s *Store) (string, bool) {
-	k := s.Spec.Provider.Kubernetes
-	if k == nil {
+	if s.Spec.Provider.Kubernetes == nil {
 		return "", false
 	}
-	ns := func(explicit string) string {
-		if s.Namespace != "" {
-			return s.Namespace // a SecretStore reads from its own namespace only
-		}
-		return explicit
-	}
-	var secrets []v1alpha1.SecretKeySelector
-	if t := k.Auth.Token; t != nil {
-		secrets = append(secrets, t.BearerToken)
-	}
-	if cert := k.Auth.Cert; cert != nil {
-		secrets = append(secrets, cert.ClientCert, cert.ClientKey)
-	}
 	out := []string{s.ResourceVersion}
-	for _, ref := range secrets {
-		obj, err := c.refs.Secret(ctx, ns(ref.Namespace), ref.Name)
+	for _, ref := range s.References() {
+		var obj metav1.Object
+		var err error
+		if ref.Kind == "Secret" {
+			obj, err = c.refs.Secret(ctx, ref.Namespace, ref.Name)
+		} else {
+			obj, err = c.refs.ConfigMap(ctx, ref.Namespace, ref.Name)
+		}
 		if err != nil {
 			return "", false
 		}
-		out = append(out, string(obj.UID)+"@"+obj.ResourceVersion)
-	}
-	if p := k.Server.CAProvider; p != nil {
-		var uid, rv string
-		if p.Type == v1alpha1.CAProviderTypeSecret {
-			obj, err := c.refs.Secret(ctx, ns(p.Namespace), p.Name)
-			if err != nil {
-				return "", false
-			}
-			uid, rv = string(obj.UID), obj.ResourceVersion
-		} else {
-			obj, err := c.refs.ConfigMap(ctx, ns(p.Namespace), p.Name)
-			if err != nil {
-				return "", false
-			}
-			uid, rv = string(obj.UID), obj.ResourceVersion
-		}
-		out = append(out, uid+"@"+rv)
+		out = append(out, string(obj.GetUID())+"@"+obj.GetResourceVersion())
 	}
 	return strings.Join(out, ","), true
 }
@@ -137,15 +116,17 @@ func (c *Clients) Forget(storeKey string) {
 }
 
 // Upstreams keeps one watch cache per store, started the first time a store is
-// used, rebuilt when its client is, and stopped when the store goes away.
+// used, rebuilt when its client or remote namespace changes, and stopped when the
+// store goes away.
 type Upstreams struct {
 	clients *Clients
 	metrics *Metrics
 
-	mu      sync.Mutex
-	ctx     context.Context
-	onEvent func(SecretEvent)
-	byStore map[string]*upstreamEntry
+	mu       sync.Mutex
+	ctx      context.Context
+	onEvent  func(SecretEvent)
+	onHealth func(*Store)
+	byStore  map[string]*upstreamEntry
 	// trimmed is set once the sync controller has told every cache what it wants;
 	// caches started later trim themselves after their first list.
 	trimmed bool
@@ -168,6 +149,15 @@ func (u *Upstreams) OnEvent(fn func(SecretEvent)) {
 	u.onEvent = fn
 }
 
+// OnHealth sets who hears that a store's upstream changed health: its watch broke
+// or came back, or its credentials were refused or accepted again. The store
+// validator checks the store again, so that its status says so.
+func (u *Upstreams) OnHealth(fn func(*Store)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.onHealth = fn
+}
+
 func (u *Upstreams) emit(ev SecretEvent) {
 	u.mu.Lock()
 	fn := u.onEvent
@@ -177,9 +167,21 @@ func (u *Upstreams) emit(ev SecretEvent) {
 	}
 }
 
-// For returns the store's cache, starting it, or restarting it when the store's
-// client changed. What the old cache wanted, the new one wants too.
-func (u *Upstreams) For(ctx context.Context, s *Store) (*upstreamCache, error) {
+func (u *Upstreams) health(s *Store) {
+	u.mu.Lock()
+	fn := u.onHealth
+	u.mu.Unlock()
+	if fn != nil {
+		fn(s)
+	}
+}
+
+// For returns the cache of the store g grants, starting it, or restarting it when
+// the store's client or remote namespace changed. What the old cache wanted, the
+// new one wants too. Only a Grant opens a cache: reading upstream for a namespace
+// needs Authorize's yes first.
+func (u *Upstreams) For(ctx context.Context, g *Grant) (*upstreamCache, error) {
+	s := g.Store()
 	sc, err := u.clients.forStore(ctx, s)
 	if err != nil {
 		return nil, err
@@ -188,10 +190,10 @@ func (u *Upstreams) For(ctx context.Context, s *Store) (*upstreamCache, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	e, ok := u.byStore[key]
-	if ok && e.fingerprint == sc.fingerprint {
+	if ok && e.fingerprint == sc.fingerprint && e.cache.namespace == s.RemoteNamespace() {
 		return e.cache, nil
 	}
-	c := newUpstreamCache(key, s.RemoteNamespace(), sc.client, u.emit, u.metrics)
+	c := newUpstreamCache(s, sc.client, u.emit, u.health, u.metrics)
 	if ok {
 		e.cache.stop()
 		c.want(e.cache.wantedNames()...)
@@ -236,16 +238,4 @@ func (u *Upstreams) Forget(storeKey string) {
 		delete(u.byStore, storeKey)
 	}
 	u.clients.Forget(storeKey)
-}
-
-// Synced reports whether every cache started so far has its first list.
-func (u *Upstreams) Synced() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, e := range u.byStore {
-		if !e.cache.synced() {
-			return false
-		}
-	}
-	return true
 }

@@ -7,6 +7,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/secret-relay/secret-relay/api/v1alpha1"
 )
 
 // Metrics are the upstream side's Prometheus metrics (contract §8). A nil *Metrics
@@ -83,6 +87,40 @@ func (m *Metrics) sync(result string, lag time.Duration) {
 	m.syncs.WithLabelValues(result).Inc()
 	if lag > 0 {
 		m.syncLag.Observe(lag.Seconds())
+	}
+}
+
+// storeReady reports secret_relay_store_ready from the store informers at each
+// scrape: every replica reports the status the leader wrote, and a deleted store's
+// series goes with it.
+type storeReady struct {
+	stores *StoreCache
+	desc   *prometheus.Desc
+}
+
+// NewStoreReadyCollector returns the collector of secret_relay_store_ready{kind,
+// namespace,name}: 1 while a store's Ready condition is True, else 0.
+func NewStoreReadyCollector(stores *StoreCache) prometheus.Collector {
+	return storeReady{stores: stores, desc: prometheus.NewDesc("secret_relay_store_ready",
+		"1 while a store's Ready condition is True, 0 otherwise (invalid, refused or unreachable upstream, or not validated yet).",
+		[]string{"kind", "namespace", "name"}, nil)}
+}
+
+func (c storeReady) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c storeReady) Collect(ch chan<- prometheus.Metric) {
+	for _, inf := range c.stores.Informers() {
+		for _, obj := range inf.GetStore().List() {
+			u, ok := obj.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			ready := 0.0
+			if st, err := statusOf(u); err == nil && meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionReady) {
+				ready = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, ready, u.GetKind(), u.GetNamespace(), u.GetName())
+		}
 	}
 }
 

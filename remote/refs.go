@@ -29,6 +29,7 @@ type RefCache struct {
 
 	mu        sync.Mutex
 	informers map[refKey]*refInformer
+	onChange  func(Reference)
 }
 
 type refKey struct{ kind, namespace, name string }
@@ -63,6 +64,15 @@ func NewRefCache(ctx context.Context, kube kubernetes.Interface) *RefCache {
 		}
 	}()
 	return r
+}
+
+// OnChange sets who hears that a referenced object changed, appeared or went away
+// after its informer's first list: the stores that read it must be resolved again.
+// It applies to informers started from now on; set it before the first read.
+func (r *RefCache) OnChange(fn func(Reference)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onChange = fn
 }
 
 // stopIdle stops the informers unread for refIdleTTL.
@@ -140,6 +150,23 @@ func (r *RefCache) informer(k refKey) cache.SharedIndexInformer {
 	ctx, stop := context.WithCancel(r.ctx)
 	inf := &refInformer{SharedIndexInformer: cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{}), stop: stop}
 	_ = inf.SetTransform(stripManagedFields)
+	if fn := r.onChange; fn != nil {
+		ref := Reference{Kind: k.kind, Namespace: k.namespace, Name: k.name}
+		changed := func(any) { fn(ref) }
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+			AddFunc: func(_ any, initial bool) {
+				if !initial {
+					fn(ref) // created after the store first looked for it
+				}
+			},
+			UpdateFunc: func(old, obj any) {
+				if old.(metav1.Object).GetResourceVersion() != obj.(metav1.Object).GetResourceVersion() {
+					fn(ref)
+				}
+			},
+			DeleteFunc: changed,
+		})
+	}
 	inf.lastRead = r.now()
 	go inf.RunWithContext(ctx)
 	r.informers[k] = inf

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"syscall"
@@ -19,60 +20,32 @@ import (
 
 // Resolver finds stores for admission and reads upstream Secrets through them.
 type Resolver struct {
-	stores     *StoreCache
-	upstreams  *Upstreams
-	namespaces NamespaceLabels
-	// refused is told when the upstream refuses a store's credentials, so that the
-	// store's status can be checked again at once.
-	refused func(*Store)
+	authz     *Authorizer
+	upstreams *Upstreams
 }
 
 var _ webhook.StoreResolver = (*Resolver)(nil)
 
-// NamespaceLabels returns a downstream namespace's labels, for ClusterSecretStore
-// conditions with a namespaceSelector.
-type NamespaceLabels func(ctx context.Context, ns string) (map[string]string, error)
-
-// NewResolver returns a Resolver. refused may be nil.
-func NewResolver(stores *StoreCache, upstreams *Upstreams, namespaces NamespaceLabels, refused func(*Store)) *Resolver {
-	if refused == nil {
-		refused = func(*Store) {}
-	}
-	return &Resolver{stores: stores, upstreams: upstreams, namespaces: namespaces, refused: refused}
+// NewResolver returns a Resolver that asks authz who may use which store.
+func NewResolver(authz *Authorizer, upstreams *Upstreams) *Resolver {
+	return &Resolver{authz: authz, upstreams: upstreams}
 }
 
-// Resolve returns a source for the store ref names, as seen from namespace ns.
+// Resolve returns a source for the store ref names, as seen from namespace ns. The
+// namespace must be allowed to use the store before anything upstream is touched.
 func (r *Resolver) Resolve(ctx context.Context, ns string, ref webhook.StoreRef) (webhook.SecretSource, error) {
-	store, err := r.stores.Get(ctx, ns, ref)
+	grant, err := r.authz.Authorize(ctx, ns, ref)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.checkAllowed(ctx, ns, store); err != nil {
-		return nil, err
+	c, err := r.upstreams.For(ctx, grant)
+	switch {
+	case IsConfigError(err):
+		return nil, webhook.DenyBecause(ErrInvalidStoreConfiguration, "store %s is misconfigured: %s", ref, configMessage(err))
+	case err != nil:
+		return nil, webhook.Denyf("could not read the references of store %s: %v", ref, err)
 	}
-	c, err := r.upstreams.For(ctx, store)
-	if err != nil {
-		return nil, webhook.Denyf("store %s is misconfigured: %v", ref, err)
-	}
-	return &upstream{cache: c, namespace: store.RemoteNamespace(), ref: ref, refused: func() { r.refused(store) }}, nil
-}
-
-func (r *Resolver) checkAllowed(ctx context.Context, ns string, store *Store) error {
-	var labels map[string]string
-	if store.Kind == string(webhook.ClusterSecretStoreKind) && len(store.Spec.Conditions) > 0 {
-		var err error
-		if labels, err = r.namespaces(ctx, ns); err != nil {
-			return fmt.Errorf("could not read namespace %s: %w", ns, err)
-		}
-	}
-	ok, err := store.AllowsNamespace(ns, labels)
-	if err != nil {
-		return webhook.Denyf("store %s/%s is misconfigured: %v", store.Kind, store.Name, err)
-	}
-	if !ok {
-		return webhook.Denyf("namespace %q may not use store %s/%s", ns, store.Kind, store.Name)
-	}
-	return nil
+	return &upstream{cache: c, namespace: grant.Store().RemoteNamespace(), ref: ref}, nil
 }
 
 // upstream reads Secrets from one store's remote namespace.
@@ -80,7 +53,6 @@ type upstream struct {
 	cache     *upstreamCache
 	namespace string
 	ref       webhook.StoreRef
-	refused   func()
 }
 
 // Get reads one upstream Secret and turns failures into what admission needs: a
@@ -93,13 +65,13 @@ func (u *upstream) Get(ctx context.Context, name string) (*corev1.Secret, error)
 	case apierrors.IsNotFound(err):
 		return nil, webhook.Denyf("remote Secret %q not found in namespace %q of store %s", name, u.namespace, u.ref.Name)
 	case apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
-		u.refused()
+		u.cache.refused()
 		return nil, webhook.Denyf("upstream refused to read Secret %q in namespace %q of store %s (%s): check the store's credentials and the upstream Role",
 			name, u.namespace, u.ref.Name, apierrors.ReasonForError(err))
 	case Unreachable(err):
-		return nil, fmt.Errorf("%w: store %s: %v", webhook.ErrUpstreamUnreachable, u.ref.Name, err)
+		return nil, fmt.Errorf("%w: store %s: %s", webhook.ErrUpstreamUnreachable, u.ref.Name, DescribeUpstreamError(err))
 	default:
-		return nil, webhook.Denyf("could not read remote Secret %q in namespace %q of store %s: %v", name, u.namespace, u.ref.Name, err)
+		return nil, webhook.Denyf("could not read remote Secret %q in namespace %q of store %s: %s", name, u.namespace, u.ref.Name, DescribeUpstreamError(err))
 	}
 }
 
@@ -140,4 +112,56 @@ func certificateProblem(err error) bool {
 	)
 	return errors.As(err, &unknownAuthority) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
 		errors.As(err, &verification) || errors.As(err, &alert)
+}
+
+// DescribeUpstreamError says why an upstream call failed in words that stay the same
+// from one attempt to the next: no client port, no request id, no URL of the call.
+// A store's status holds it, and is written only when it changes.
+func DescribeUpstreamError(err error) string {
+	var (
+		opErr  *net.OpError
+		status apierrors.APIStatus
+		urlErr *url.Error
+	)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.As(err, &status):
+		st := status.Status()
+		return fmt.Sprintf("%d %s: %s", st.Code, st.Reason, st.Message)
+	case certificateProblem(err):
+		return "TLS: " + innermost(err).Error()
+	case errors.As(err, &opErr):
+		if opErr.Timeout() {
+			return "timed out"
+		}
+		// "connect: connection refused", "read: connection reset by peer": the
+		// addresses the OpError adds are what changes between attempts.
+		return innermost(opErr.Err).Error()
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection was closed before an answer"
+	case errors.As(err, &urlErr):
+		if urlErr.Timeout() {
+			return "timed out"
+		}
+		return innermost(urlErr.Err).Error()
+	default:
+		return innermost(err).Error()
+	}
+}
+
+// innermost is the last error of err's Unwrap chain whose text says something: the
+// syscall error under an OpError, the x509 error under a TLS one.
+func innermost(err error) error {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil || next.Error() == "" {
+			return err
+		}
+		if _, ok := next.(syscall.Errno); ok {
+			// "connect: connection refused" says more than "connection refused".
+			return err
+		}
+		err = next
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -163,7 +164,12 @@ func (s *Store) AllowsNamespace(ns string, nsLabels map[string]string) (bool, er
 			}
 		}
 		for j, expr := range c.NamespaceRegexes {
-			re, err := regexp.Compile(`^(?:` + expr + `)$`)
+			// Compiled as written first, so that an error quotes what the user wrote.
+			_, err := regexp.Compile(expr)
+			var re *regexp.Regexp
+			if err == nil {
+				re, err = regexp.Compile(`^(?:` + expr + `)$`)
+			}
 			if err != nil {
 				return false, s.configErrorf("spec.conditions[%d].namespaceRegexes[%d] is not a valid regular expression: %v", i, j, err)
 			}
@@ -173,6 +179,51 @@ func (s *Store) AllowsNamespace(ns string, nsLabels map[string]string) (bool, er
 		}
 	}
 	return allowed, nil
+}
+
+// Reference is a downstream Secret or ConfigMap a store reads: its token, client
+// certificate or CA.
+type Reference struct {
+	// Kind is "Secret" or "ConfigMap".
+	Kind, Namespace, Name string
+}
+
+// References lists the Secrets and ConfigMaps the store reads, each once, in a
+// stable order. A SecretStore's are in its own namespace whatever they say, as
+// ResolveEndpoint reads them; a ClusterSecretStore's name their namespace.
+func (s *Store) References() []Reference {
+	k := s.Spec.Provider.Kubernetes
+	if k == nil {
+		return nil
+	}
+	ns := func(explicit string) string {
+		if s.Kind == v1alpha1.SecretStoreKind {
+			return s.Namespace
+		}
+		return explicit
+	}
+	var refs []Reference
+	add := func(kind, namespace, name string) {
+		r := Reference{Kind: kind, Namespace: ns(namespace), Name: name}
+		if !slices.Contains(refs, r) {
+			refs = append(refs, r)
+		}
+	}
+	if t := k.Auth.Token; t != nil {
+		add("Secret", t.BearerToken.Namespace, t.BearerToken.Name)
+	}
+	if c := k.Auth.Cert; c != nil {
+		add("Secret", c.ClientCert.Namespace, c.ClientCert.Name)
+		add("Secret", c.ClientKey.Namespace, c.ClientKey.Name)
+	}
+	if p := k.Server.CAProvider; p != nil {
+		kind := "ConfigMap"
+		if p.Type == v1alpha1.CAProviderTypeSecret {
+			kind = "Secret"
+		}
+		add(kind, p.Namespace, p.Name)
+	}
+	return refs
 }
 
 // RefReader reads downstream Secrets and ConfigMaps. A clientset satisfies it through

@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,7 +51,7 @@ func NewStoreCache(dyn dynamic.Interface, resync time.Duration) *StoreCache {
 func (c *StoreCache) typed(u *unstructured.Unstructured) (*Store, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s, ok := c.converted[u.GetUID()]; ok && s.ResourceVersion == u.GetResourceVersion() {
+	if s, ok := c.converted[u.GetUID()]; ok && s.ResourceVersion == u.GetResourceVersion() && s.Name == u.GetName() && s.Namespace == u.GetNamespace() {
 		return s, nil
 	}
 	s, err := StoreFromUnstructured(u)
@@ -76,7 +77,9 @@ func (c *StoreCache) Informers() []cache.SharedIndexInformer {
 }
 
 // Get returns the store ref names, as seen from namespace ns. A store the cache does
-// not hold yet, perhaps created a moment ago, is read from the API.
+// not hold yet, perhaps created a moment ago, is read from the API. A store that does
+// not exist is a denial whose cause is ErrStoreNotFound. Only Authorizer should ask:
+// finding a store says nothing about who may use it.
 func (c *StoreCache) Get(ctx context.Context, ns string, ref webhook.StoreRef) (*Store, error) {
 	var (
 		informer cache.SharedIndexInformer
@@ -87,12 +90,12 @@ func (c *StoreCache) Get(ctx context.Context, ns string, ref webhook.StoreRef) (
 	switch ref.Kind {
 	case webhook.SecretStoreKind:
 		informer, gvr, key = c.stores, v1alpha1.SecretStoreGVR, ns+"/"+ref.Name
-		notFound = webhook.Denyf("store %s not found in namespace %q", ref, ns)
+		notFound = webhook.DenyBecause(ErrStoreNotFound, "store %s not found in namespace %q", ref, ns)
 	case webhook.ClusterSecretStoreKind:
 		informer, gvr = c.cluster, v1alpha1.ClusterSecretStoreGVR
-		notFound = webhook.Denyf("store %s not found", ref)
+		notFound = webhook.DenyBecause(ErrStoreNotFound, "store %s not found", ref)
 	default:
-		return nil, webhook.Denyf("unknown store kind %q", ref.Kind)
+		return nil, webhook.DenyBecause(ErrStoreNotFound, "unknown store kind %q", ref.Kind)
 	}
 	obj, ok, err := informer.GetStore().GetByKey(key)
 	if err != nil {
@@ -115,4 +118,65 @@ func (c *StoreCache) Get(ctx context.Context, ns string, ref webhook.StoreRef) (
 		return nil, fmt.Errorf("could not read store %s: %w", ref, err)
 	}
 	return StoreFromUnstructured(u)
+}
+
+// StoreHandlers hear of the stores that change.
+type StoreHandlers struct {
+	// Changed is called when a store is created, its spec changes, or a Secret or
+	// ConfigMap it references changes.
+	Changed func(*Store)
+	// Deleted is called when a store is deleted.
+	Deleted func(*Store)
+}
+
+// Watch calls h as stores and the objects they reference (through refs) change.
+func (c *StoreCache) Watch(refs *RefCache, h StoreHandlers) error {
+	typed := func(obj any) *Store {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			return nil
+		}
+		s, err := c.typed(u)
+		if err != nil {
+			return nil
+		}
+		return s
+	}
+	for _, inf := range c.Informers() {
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(obj any) {
+				if s := typed(obj); s != nil {
+					h.Changed(s)
+				}
+			},
+			UpdateFunc: func(old, obj any) {
+				if o, n := old.(metav1.Object), obj.(metav1.Object); o.GetGeneration() == n.GetGeneration() {
+					return // status, labels or a resync: nothing a copy reads
+				}
+				if s := typed(obj); s != nil {
+					h.Changed(s)
+				}
+			},
+			DeleteFunc: func(obj any) {
+				if s := typed(obj); s != nil {
+					h.Deleted(s)
+				}
+			},
+		}); err != nil {
+			return fmt.Errorf("could not watch stores: %w", err)
+		}
+	}
+	refs.OnChange(func(ref Reference) {
+		for _, inf := range c.Informers() {
+			for _, obj := range inf.GetStore().List() {
+				if s := typed(obj); s != nil && slices.Contains(s.References(), ref) {
+					h.Changed(s)
+				}
+			}
+		}
+	})
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,13 +21,22 @@ import (
 
 // SyncConfig configures a SyncController.
 type SyncConfig struct {
-	Local     *webhook.ManagedSecrets
-	Stores    *StoreCache
-	Upstreams *Upstreams
-	Metrics   *Metrics
-	Logger    *zap.Logger
-	// Recorder writes the Warning event when an upstream Secret is deleted.
+	Local *webhook.ManagedSecrets
+	// Stores is waited for before the first sync; Authorizer reads through it.
+	Stores *StoreCache
+	// Authorizer decides, before every background write, whether the copy's
+	// namespace may still use its store.
+	Authorizer *Authorizer
+	Upstreams  *Upstreams
+	// Tokens keys the data tokens, as admission's do.
+	Tokens  webhook.Tokenizer
+	Metrics *Metrics
+	Logger  *zap.Logger
+	// Recorder writes the Warning events on copies.
 	Recorder record.EventRecorder
+	// WaitFor are more caches to wait for before the first sync: namespaces, the
+	// token key.
+	WaitFor []cache.InformerSynced
 	// Now is the clock; tests fix it.
 	Now func() time.Time
 }
@@ -36,9 +46,12 @@ type SyncConfig struct {
 // Every replica runs it, so that each keeps the upstream caches for the Secrets its
 // copies reference warm for admission; only the leader writes. An upstream change
 // arrives on the store's watch and is written to each copy that references it; an
-// upstream deletion keeps the copy and leaves a Warning event on it. On start and on
-// becoming leader, every copy is checked once, and rewritten only when its data-hash
-// is stale.
+// upstream deletion keeps the copy and leaves a Warning event on it. Before every
+// write, the copy's namespace must still be allowed to use its store, by the same
+// Authorizer admission asks: a Secret that merely looks managed gets nothing its
+// namespace could not have asked for, and a copy whose namespace lost access keeps
+// its data and is no longer refreshed. On start and on becoming leader, every copy
+// is checked once, and rewritten only when its data or token is stale.
 type SyncController struct {
 	cfg    SyncConfig
 	queue  workqueue.TypedRateLimitingInterface[string]
@@ -49,18 +62,21 @@ type SyncController struct {
 	refs map[string]map[string]bool
 	// seen holds, per local copy, when the earliest unsynced upstream change arrived.
 	seen map[string]time.Time
-	// gone remembers the deletions already reported, so each warns once.
-	gone map[string]bool
-	// unprimed holds the copies that existed at start and have not been checked
-	// yet; /readyz waits for it to empty, so that their upstream caches are warm.
-	unprimed map[string]bool
-	primed   atomic.Bool
+	// warned holds, per local copy, the Warning event last written on it, so that
+	// each problem is reported once, until the copy is healthy again.
+	warned map[string]string
+	primed atomic.Bool
 }
 
-// NewSyncController wires the controller to the local and upstream caches.
+// storeIndex indexes managed copies by the store their source names, so that a
+// change to a store reaches every copy it feeds.
+const storeIndex = "secret-relay.io/store"
+
+// NewSyncController wires the controller to the local and upstream caches. It must
+// be called before the managed Secrets cache runs: it adds indexes to it.
 func NewSyncController(cfg SyncConfig) (*SyncController, error) {
-	if cfg.Local == nil || cfg.Stores == nil || cfg.Upstreams == nil {
-		return nil, errors.New("invalid configuration: local, stores and upstreams are required")
+	if cfg.Local == nil || cfg.Stores == nil || cfg.Authorizer == nil || cfg.Upstreams == nil || cfg.Tokens == nil || cfg.Recorder == nil {
+		return nil, errors.New("invalid configuration: local, stores, authorizer, upstreams, tokens and recorder are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -69,13 +85,17 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 		cfg.Now = time.Now
 	}
 	c := &SyncController{
-		cfg:   cfg,
-		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		refs:  map[string]map[string]bool{},
-		seen:  map[string]time.Time{},
-		gone:  map[string]bool{},
+		cfg:    cfg,
+		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		refs:   map[string]map[string]bool{},
+		seen:   map[string]time.Time{},
+		warned: map[string]string{},
 	}
-	_, err := cfg.Local.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	inf := cfg.Local.Informer()
+	if err := inf.AddIndexers(cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc, storeIndex: indexByStore}); err != nil {
+		return nil, fmt.Errorf("could not index managed Secrets: %w", err)
+	}
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueueLocal,
 		UpdateFunc: func(_, obj any) { c.enqueueLocal(obj) },
 		DeleteFunc: c.forgetLocal,
@@ -87,34 +107,86 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 	return c, nil
 }
 
+// indexByStore is the store index of a copy: the store its source names, as seen
+// from the copy's namespace.
+func indexByStore(obj any) ([]string, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return nil, nil
+	}
+	src, err := webhook.ParseSource(s.Annotations[webhook.AnnotationSource])
+	if err != nil {
+		return nil, nil // unreadable: no store feeds it; sync reports it
+	}
+	return []string{storeIndexKey(string(src.Store.Kind), s.Namespace, src.Store.Name)}, nil
+}
+
+func storeIndexKey(kind, copyNamespace, name string) string {
+	if kind == string(webhook.ClusterSecretStoreKind) {
+		copyNamespace = ""
+	}
+	return kind + "/" + copyNamespace + "/" + name
+}
+
 // SetLeader says whether this replica may write. Becoming leader re-checks every copy.
 func (c *SyncController) SetLeader(leading bool) {
 	if c.leader.Swap(leading) == leading || !leading {
 		return
 	}
+	c.ResyncAll()
+}
+
+// ResyncAll checks every copy again, as when the token key changed.
+func (c *SyncController) ResyncAll() {
 	for _, key := range c.cfg.Local.Informer().GetStore().ListKeys() {
 		c.queue.Add(key)
 	}
 }
 
-// Run processes the queue until ctx ends.
+// StoreChanged checks again every copy that store s feeds: its spec or a Secret or
+// ConfigMap it references changed, so its upstream client, namespace or conditions
+// may have.
+func (c *SyncController) StoreChanged(s *Store) {
+	c.enqueueIndexed(storeIndex, storeIndexKey(s.Kind, s.Namespace, s.Name))
+}
+
+// NamespaceChanged checks again every copy in namespace ns: its labels may have
+// changed what it may use.
+func (c *SyncController) NamespaceChanged(ns string) {
+	c.enqueueIndexed(cache.NamespaceIndex, ns)
+}
+
+func (c *SyncController) enqueueIndexed(index, value string) {
+	keys, err := c.cfg.Local.Informer().GetIndexer().IndexKeys(index, value)
+	if err != nil {
+		c.cfg.Logger.Error("could not look up copies", zap.String("index", index), zap.Error(err))
+		return
+	}
+	for _, key := range keys {
+		c.queue.Add(key)
+	}
+}
+
+// Run processes the queue until ctx ends. Before its workers start, it has every
+// copy that exists say what it reads, so that the upstream caches they need start
+// at once; that work is local, and Primed reports it done.
 func (c *SyncController) Run(ctx context.Context) error {
 	go func() {
 		<-ctx.Done()
 		c.queue.ShutDown()
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), c.cfg.Local.Synced, c.cfg.Stores.Synced) {
+	wait := append([]cache.InformerSynced{c.cfg.Local.Synced, c.cfg.Stores.Synced}, c.cfg.WaitFor...)
+	if !cache.WaitForCacheSync(ctx.Done(), wait...) {
 		return nil
 	}
-	c.mu.Lock()
-	c.unprimed = map[string]bool{}
-	for _, key := range c.cfg.Local.Informer().GetStore().ListKeys() {
-		c.unprimed[key] = true
+	for _, obj := range c.cfg.Local.Informer().GetStore().List() {
+		if _, _, err := c.prepare(ctx, obj.(*corev1.Secret)); err != nil {
+			c.cfg.Logger.Debug("could not prepare local copy; the sync retries", zap.Error(err))
+		}
 	}
-	c.mu.Unlock()
-	if len(c.unprimed) == 0 {
-		c.setPrimed()
-	}
+	c.primed.Store(true)
+	c.cfg.Upstreams.Trim()
+
 	const workers = 4
 	var wg sync.WaitGroup
 	for range workers {
@@ -126,6 +198,10 @@ func (c *SyncController) Run(ctx context.Context) error {
 	wg.Wait()
 	return nil
 }
+
+// Primed reports whether every copy that existed at start has said what it reads.
+// It depends on the downstream cluster alone, never on an upstream.
+func (c *SyncController) Primed() bool { return c.primed.Load() }
 
 func (c *SyncController) enqueueLocal(obj any) {
 	if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
@@ -140,10 +216,9 @@ func (c *SyncController) forgetLocal(obj any) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, locals := range c.refs {
-		delete(locals, key)
-	}
+	c.untrackLocked(key)
 	delete(c.seen, key)
+	delete(c.warned, key)
 }
 
 // upstreamChanged queues every local copy that reads the changed upstream Secret.
@@ -170,7 +245,6 @@ func (c *SyncController) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
-	defer c.markPrimed(key)
 	if err := c.sync(ctx, key); err != nil {
 		c.cfg.Metrics.sync("error", 0)
 		c.cfg.Logger.Warn("could not sync local copy", zap.String("secret", key), zap.Error(err))
@@ -181,6 +255,54 @@ func (c *SyncController) processNext(ctx context.Context) bool {
 	return true
 }
 
+// copyPlan is what one copy reads, through which store, as prepare found it.
+type copyPlan struct {
+	req      webhook.SecretRequest
+	store    *Store
+	upstream *upstreamCache
+}
+
+// problem is why a copy cannot be synced until something changes: a Warning event
+// on it, and the sync result to count.
+type problem struct {
+	reason, message, result string
+}
+
+// prepare finds what a copy reads and whether its namespace may still read it, and
+// tells the upstream cache what to keep. It reads nothing upstream. A copy that
+// cannot be synced as it stands returns a problem; an error is a failure to find
+// out, worth a retry.
+func (c *SyncController) prepare(ctx context.Context, local *corev1.Secret) (*copyPlan, *problem, error) {
+	key := local.Namespace + "/" + local.Name
+	src, err := webhook.ParseSource(local.Annotations[webhook.AnnotationSource])
+	if err != nil {
+		return nil, &problem{reason: "SourceUnreadable", result: "error",
+			message: fmt.Sprintf("its %s annotation is unreadable; the copy is left as it is", webhook.AnnotationSource)}, nil
+	}
+	grant, err := c.cfg.Authorizer.Authorize(ctx, local.Namespace, src.Store)
+	if Refused(err) {
+		c.untrack(key)
+		return nil, &problem{reason: "AccessDenied", result: "denied",
+			message: strings.TrimPrefix(err.Error(), webhook.DenyPrefix) + "; the copy keeps its data and is no longer refreshed"}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	up, err := c.cfg.Upstreams.For(ctx, grant)
+	if IsConfigError(err) {
+		return nil, &problem{reason: "StoreMisconfigured", result: "error",
+			message: fmt.Sprintf("store %s is misconfigured: %s; the copy keeps its data", src.Store, configMessage(err))}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	req := webhook.SecretRequest{Name: local.Name, Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
+	names := req.RemoteKeys()
+	up.want(names...)
+	c.track(grant.Store().String(), names, key)
+	return &copyPlan{req: req, store: grant.Store(), upstream: up}, nil, nil
+}
+
 // sync brings one local copy up to date with what the upstream cache holds.
 func (c *SyncController) sync(ctx context.Context, key string) error {
 	obj, ok, err := c.cfg.Local.Informer().GetStore().GetByKey(key)
@@ -188,89 +310,84 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 		return err
 	}
 	local := obj.(*corev1.Secret)
-	src, err := webhook.ParseSource(local.Annotations[webhook.AnnotationSource])
-	if err != nil {
-		return nil // not ours to fix: admission refuses to take over such a Secret too
-	}
-	store, err := c.cfg.Stores.Get(ctx, local.Namespace, src.Store)
-	if webhook.IsDeny(err) {
-		return nil // the store is gone; the copy stays as it is
-	}
+	plan, prob, err := c.prepare(ctx, local)
 	if err != nil {
 		return err
 	}
-	upstream, err := c.cfg.Upstreams.For(ctx, store)
-	if err != nil {
-		return err
-	}
-	req := webhook.SecretRequest{Name: local.Name, Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
-	names := req.RemoteKeys()
-	upstream.want(names...)
-	c.track(store.String(), names, key)
 	if !c.leader.Load() {
+		return nil
+	}
+	if prob != nil {
+		c.cfg.Metrics.sync(prob.result, 0)
+		c.warn(local, prob.reason, prob.message)
 		return nil
 	}
 
 	remote := webhook.RemoteSecrets{}
-	for _, name := range names {
-		s, err := upstream.Get(ctx, name)
+	for _, name := range plan.req.RemoteKeys() {
+		s, err := plan.upstream.Get(ctx, name)
 		if apierrors.IsNotFound(err) {
-			c.upstreamDeleted(local, store, name)
+			c.clearSeen(key)
+			c.cfg.Metrics.sync("deleted_upstream", 0)
+			c.warn(local, "UpstreamDeleted", fmt.Sprintf("upstream Secret %q was deleted from %s; the local copy is kept as it was", name, plan.store))
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("could not read upstream Secret %q of %s: %w", name, store, err)
+			return fmt.Errorf("could not read upstream Secret %q of %s: %s", name, plan.store, DescribeUpstreamError(err))
 		}
 		remote[name] = s
 	}
-	c.forgetDeleted(key)
-	desired, err := webhook.PlanSecret(local.Namespace, req, remote, c.cfg.Now())
+	desired, err := webhook.PlanSecret(local.Namespace, plan.req, remote, c.cfg.Now(), c.cfg.Tokens)
+	if err == nil {
+		var write bool
+		if write, err = webhook.CheckExisting(local, desired, c.cfg.Tokens); err == nil && !write {
+			c.cfg.Metrics.sync("unchanged", 0)
+			c.clearSeen(key)
+			c.healthy(key)
+			return nil
+		}
+	}
 	if err != nil {
 		// Upstream changed into something admission would refuse (a key gone, a
-		// token type): keep the copy and say so.
-		c.cfg.Recorder.Eventf(local, corev1.EventTypeWarning, "SyncFailed", "%v; keeping the last copy", err)
+		// token type, over 1 MiB): keep the copy and say so.
 		c.cfg.Metrics.sync("error", 0)
+		c.warn(local, "SyncFailed", strings.TrimPrefix(err.Error(), webhook.DenyPrefix)+"; keeping the last copy")
 		return nil
 	}
-	write, err := webhook.CheckExisting(local, desired)
-	if err != nil || !write {
-		c.cfg.Metrics.sync("unchanged", 0)
-		c.clearSeen(key)
-		return nil
-	}
-	if err := c.cfg.Local.Apply(ctx, local, desired); err != nil {
-		return fmt.Errorf("could not update %s: %w", key, err)
+	if err := c.cfg.Local.Apply(ctx, local, desired, false); err != nil {
+		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			c.warn(local, "SyncFailed", fmt.Sprintf("could not write the copy: %s; keeping the last copy and retrying", webhook.DescribeWriteError(err, desired.Data)))
+		}
+		// The error may quote what the API server refused; the event above says
+		// it without values, and the log says only that it failed.
+		return fmt.Errorf("could not update %s: %s", key, apierrors.ReasonForError(err))
 	}
 	c.cfg.Metrics.sync("updated", c.cfg.Now().Sub(c.clearSeen(key)))
-	c.cfg.Logger.Info("synced local copy", zap.String("namespace", local.Namespace), zap.String("secret", local.Name), zap.String("store", store.String()))
+	c.healthy(key)
+	c.cfg.Logger.Info("synced local copy", zap.String("namespace", local.Namespace), zap.String("secret", local.Name), zap.String("store", plan.store.String()))
 	return nil
 }
 
-// Primed reports whether every local copy that existed at start has been checked
-// once, so that the upstream caches they need are started.
-func (c *SyncController) Primed() bool { return c.primed.Load() }
-
-func (c *SyncController) markPrimed(key string) {
-	if c.primed.Load() {
-		return
-	}
+// warn writes a Warning event on the copy, unless the last one said the same.
+func (c *SyncController) warn(local *corev1.Secret, reason, message string) {
+	key := local.Namespace + "/" + local.Name
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.unprimed == nil {
+	already := c.warned[key] == reason+"\x00"+message
+	c.warned[key] = reason + "\x00" + message
+	c.mu.Unlock()
+	if already {
 		return
 	}
-	delete(c.unprimed, key)
-	if len(c.unprimed) == 0 {
-		go c.setPrimed()
-	}
+	c.cfg.Recorder.Event(local, corev1.EventTypeWarning, reason, message)
+	c.cfg.Logger.Warn("local copy not synced", zap.String("namespace", local.Namespace), zap.String("secret", local.Name),
+		zap.String("reason", reason), zap.String("message", message))
 }
 
-// setPrimed records that every copy present at start has said what it wants, so
-// the upstream caches may drop the rest.
-func (c *SyncController) setPrimed() {
-	if !c.primed.Swap(true) {
-		c.cfg.Upstreams.Trim()
-	}
+// healthy forgets the last warning: the next problem is reported again.
+func (c *SyncController) healthy(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.warned, key)
 }
 
 // track records that local copy key reads names through store.
@@ -286,8 +403,24 @@ func (c *SyncController) track(store string, names []string, key string) {
 	}
 }
 
-// clearSeen forgets when the change being written arrived, and returns it (zero when
-// the sync was not triggered by a watched change).
+// untrack forgets what local copy key reads: no upstream change reaches it.
+func (c *SyncController) untrack(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.untrackLocked(key)
+}
+
+func (c *SyncController) untrackLocked(key string) {
+	for idx, locals := range c.refs {
+		delete(locals, key)
+		if len(locals) == 0 {
+			delete(c.refs, idx)
+		}
+	}
+}
+
+// clearSeen forgets when the change being written arrived, and returns it (now
+// when the sync was not triggered by a watched change).
 func (c *SyncController) clearSeen(key string) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -297,27 +430,4 @@ func (c *SyncController) clearSeen(key string) time.Time {
 		return c.cfg.Now()
 	}
 	return t
-}
-
-func (c *SyncController) upstreamDeleted(local *corev1.Secret, store *Store, name string) {
-	key := local.Namespace + "/" + local.Name
-	c.mu.Lock()
-	already := c.gone[key]
-	c.gone[key] = true
-	delete(c.seen, key)
-	c.mu.Unlock()
-	if already {
-		return
-	}
-	c.cfg.Metrics.sync("deleted_upstream", 0)
-	c.cfg.Recorder.Eventf(local, corev1.EventTypeWarning, "UpstreamDeleted",
-		"upstream Secret %q was deleted from %s; the local copy is kept as it was", name, store)
-	c.cfg.Logger.Warn("upstream Secret deleted; keeping the local copy", zap.String("namespace", local.Namespace),
-		zap.String("secret", local.Name), zap.String("store", store.String()), zap.String("remote", name))
-}
-
-func (c *SyncController) forgetDeleted(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.gone, key)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,11 +38,14 @@ type SecretEvent struct {
 // metadata alone, with managed fields stripped. Memory is therefore bounded by the
 // relayed data plus a few hundred bytes of metadata per upstream Secret.
 type upstreamCache struct {
+	// store names the store, as Store.String renders it; of is the store itself.
 	store     string
+	of        *Store
 	namespace string
 	client    kubernetes.Interface
 	informer  cache.SharedIndexInformer
 	onEvent   func(SecretEvent)
+	onHealth  func(*Store)
 	metrics   *Metrics
 	cancel    context.CancelFunc
 
@@ -62,15 +66,23 @@ type upstreamCache struct {
 	watchGen uint64
 	// noWatch is set when the upstream forbids list or watch: every read is live.
 	noWatch bool
+	// refusal is set while the upstream refuses the store's credentials, as the
+	// credential check or a read found: every read fails with it, whatever the
+	// cache holds, since a watch opened before a token was revoked keeps delivering.
+	refusal error
 	// keepAll keeps every Secret's data until trim: at start, the sync controller
 	// learns what its copies want only as it goes through them, and the first list
 	// already holds it all; keeping it spares one upstream read per copy.
 	keepAll bool
 }
 
-func newUpstreamCache(store, namespace string, client kubernetes.Interface, onEvent func(SecretEvent), metrics *Metrics) *upstreamCache {
+func newUpstreamCache(of *Store, client kubernetes.Interface, onEvent func(SecretEvent), onHealth func(*Store), metrics *Metrics) *upstreamCache {
+	namespace := of.RemoteNamespace()
+	if onHealth == nil {
+		onHealth = func(*Store) {}
+	}
 	c := &upstreamCache{
-		store: store, namespace: namespace, client: client, onEvent: onEvent, metrics: metrics,
+		store: of.String(), of: of, namespace: namespace, client: client, onEvent: onEvent, onHealth: onHealth, metrics: metrics,
 		wanted: map[string]bool{}, data: map[string]*corev1.Secret{}, keepAll: true,
 	}
 	lw := &cache.ListWatch{
@@ -114,6 +126,7 @@ func newUpstreamCache(store, namespace string, client kubernetes.Interface, onEv
 func (c *upstreamCache) run(ctx context.Context, trimAfterSync bool) {
 	ctx, c.cancel = context.WithCancel(ctx)
 	go c.informer.RunWithContext(ctx)
+	go c.checkCredentials(ctx)
 	if trimAfterSync {
 		go func() {
 			if cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
@@ -191,8 +204,77 @@ func (c *upstreamCache) setBroken(broken bool) {
 func (c *upstreamCache) setBrokenLocked(broken bool) {
 	if c.broken != broken {
 		c.metrics.setWatchBroken(c.store, broken)
+		go c.onHealth(c.of)
 	}
 	c.broken = broken
+}
+
+// credentialCheckInterval is how often a cache in use asks the upstream whether the
+// store's credentials still hold. An API server authenticates a watch once, when it
+// opens, so a watch opened before a token was revoked keeps delivering; the contract
+// wants the revocation noticed within 30 s.
+const credentialCheckInterval = 10 * time.Second
+
+// checkCredentials asks the upstream, every credentialCheckInterval until ctx ends,
+// whether the store may still get Secrets in its namespace.
+func (c *upstreamCache) checkCredentials(ctx context.Context) {
+	tick := time.NewTicker(credentialCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		check, cancel := context.WithTimeout(ctx, readTimeout)
+		ok, err := CheckAccess(check, c.client, c.namespace, "get")
+		cancel()
+		switch {
+		case err == nil && ok:
+			c.setRefusal(nil)
+		case err == nil:
+			c.setRefusal(apierrors.NewForbidden(corev1.Resource("secrets"), "",
+				fmt.Errorf("the store's credentials may no longer get Secrets in namespace %q upstream", c.namespace)))
+		case apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
+			c.setRefusal(err)
+		}
+		// Anything else says nothing about the credentials: keep what is known.
+	}
+}
+
+// refused records that a read was refused, so that the next credential check need
+// not come first: the store's status is checked again at once.
+func (c *upstreamCache) refused() { go c.onHealth(c.of) }
+
+func (c *upstreamCache) setRefusal(err error) {
+	c.mu.Lock()
+	changed := (c.refusal == nil) != (err == nil)
+	c.refusal = err
+	c.mu.Unlock()
+	if changed {
+		c.onHealth(c.of)
+	}
+}
+
+func (c *upstreamCache) refusalErr() error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.refusal
+}
+
+// CheckAccess asks the upstream, by a SelfSubjectAccessReview (which every
+// authenticated user may create), whether the client may verb Secrets in namespace.
+// An error is the API server's refusal of the credentials (401), or a failure to
+// ask.
+func CheckAccess(ctx context.Context, client kubernetes.Interface, namespace, verb string) (bool, error) {
+	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Resource: "secrets"},
+	}}
+	res, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+	if err != nil {
+		return false, err
+	}
+	return res.Status.Allowed, nil
 }
 
 // transform keeps a wanted Secret's data aside and gives the informer only the
@@ -273,7 +355,7 @@ func (c *upstreamCache) want(names ...string) {
 func (c *upstreamCache) cached(name string) (*corev1.Secret, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.broken || c.noWatch {
+	if c.broken || c.noWatch || c.refusal != nil {
 		return nil, false
 	}
 	s, ok := c.data[name]
@@ -284,6 +366,9 @@ func (c *upstreamCache) cached(name string) (*corev1.Secret, bool) {
 // otherwise by one upstream read shared by every caller that asks meanwhile. The
 // Secret is shared with the cache and must not be modified.
 func (c *upstreamCache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
+	if err := c.refusalErr(); err != nil {
+		return nil, err
+	}
 	if s, ok := c.cached(name); ok {
 		c.metrics.cacheHit()
 		return s, nil

@@ -30,12 +30,15 @@ func countGets(client *fake.Clientset, name string) int {
 	return n
 }
 
+// testStoreS is a SecretStore default/s reading upstream namespace default.
+var testStoreS = &Store{Kind: "SecretStore", Namespace: "default", Name: "s"}
+
 func startCache(t *testing.T, client *fake.Clientset, events chan<- SecretEvent) *upstreamCache {
-	c := newUpstreamCache("SecretStore default/s", "default", client, func(ev SecretEvent) {
+	c := newUpstreamCache(testStoreS, client, func(ev SecretEvent) {
 		if events != nil {
 			events <- ev
 		}
-	}, nil)
+	}, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	c.run(ctx, false)
@@ -119,7 +122,7 @@ func TestUpstreamCache(t *testing.T) {
 	})
 
 	t.Run("The end of an old watch should not mark a newer one broken.", func(t *testing.T) {
-		c := newUpstreamCache("s", "default", fake.NewClientset(), nil, nil)
+		c := newUpstreamCache(testStoreS, fake.NewClientset(), nil, nil, nil)
 		old := c.watchOpened()
 		c.watchOpened()
 		c.watchEnded(old)

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -28,6 +29,15 @@ const DefaultValidationInterval = 5 * time.Minute
 // validationTimeout bounds the upstream calls of one validation.
 const validationTimeout = 10 * time.Second
 
+// Retries of a store whose upstream failed start at a second and double up to the
+// validation interval, so that a store that keeps failing costs a request now and
+// then, not a loop.
+const firstRetry = time.Second
+
+// healthDelay gathers the health changes of one store's upstream (a watch that
+// flaps, a refusal seen by several reads) into one validation.
+const healthDelay = time.Second
+
 // StoreValidatorConfig configures a StoreValidator.
 type StoreValidatorConfig struct {
 	Dynamic dynamic.Interface
@@ -36,14 +46,24 @@ type StoreValidatorConfig struct {
 	Logger  *zap.Logger
 	// Recorder writes an event on each status change.
 	Recorder record.EventRecorder
+	// Interval is how often a store is validated again; retries of a failing one
+	// back off up to it. Zero means DefaultValidationInterval.
+	Interval time.Duration
 }
 
 // StoreValidator sets each store's status: Ready with reason Valid when the upstream
 // accepts its credentials and lets them read Secrets, and the capabilities an access
-// review upstream grants. Only the leader runs it.
+// review upstream grants. Only the leader runs it, once per term: each Run has a
+// queue of its own, so that terms can come and go in one process.
+//
+// The status is written only when the condition's status, reason or message
+// changes, and messages hold nothing that changes between attempts, so a failing
+// store is written once, then retried with backoff.
 type StoreValidator struct {
-	cfg   StoreValidatorConfig
-	queue workqueue.TypedRateLimitingInterface[storeKey]
+	cfg StoreValidatorConfig
+	// queue is the current term's queue; nil between terms, when changes are
+	// dropped: the next term validates every store anyway.
+	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[storeKey]]
 }
 
 // storeKey is a store's kind and cache key (namespace/name or name).
@@ -60,22 +80,25 @@ func NewStoreValidator(cfg StoreValidatorConfig) (*StoreValidator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	v := &StoreValidator{
-		cfg:   cfg,
-		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[storeKey]()),
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultValidationInterval
 	}
+	v := &StoreValidator{cfg: cfg}
 	kinds := []string{v1alpha1.SecretStoreKind, v1alpha1.ClusterSecretStoreKind}
 	for i, inf := range cfg.Stores.Informers() {
 		kind := kinds[i]
 		enqueue := func(obj any) {
 			if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
-				v.queue.Add(storeKey{kind: kind, key: key})
+				v.add(storeKey{kind: kind, key: key}, 0)
 			}
 		}
-		// The informers resync every validation interval; UpdateFunc sees each resync.
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    enqueue,
-			UpdateFunc: func(_, obj any) { enqueue(obj) },
+			AddFunc: enqueue,
+			UpdateFunc: func(old, obj any) {
+				if specChanged(old, obj) {
+					enqueue(obj)
+				}
+			},
 		}); err != nil {
 			return nil, fmt.Errorf("could not watch stores: %w", err)
 		}
@@ -83,46 +106,106 @@ func NewStoreValidator(cfg StoreValidatorConfig) (*StoreValidator, error) {
 	return v, nil
 }
 
-// Revalidate asks for a store to be validated again soon, for example after the
-// upstream refused its credentials during an admission.
-func (v *StoreValidator) Revalidate(s *Store) {
+// specChanged reports whether an update is one the validator must act on: a new
+// generation (the spec changed), or a resync (the same version again, every
+// validation interval). Its own status writes are neither, and must not
+// re-enqueue the store.
+func specChanged(old, obj any) bool {
+	o, ok1 := old.(metav1.Object)
+	n, ok2 := obj.(metav1.Object)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return o.GetGeneration() != n.GetGeneration() || o.GetResourceVersion() == n.GetResourceVersion()
+}
+
+func (v *StoreValidator) add(key storeKey, after time.Duration) {
+	q := v.queue.Load()
+	if q == nil {
+		return
+	}
+	if after > 0 {
+		(*q).AddAfter(key, after)
+		return
+	}
+	(*q).Add(key)
+}
+
+func keyOf(s *Store) storeKey {
 	key := s.Name
 	if s.Namespace != "" {
 		key = s.Namespace + "/" + s.Name
 	}
-	v.queue.Add(storeKey{kind: s.Kind, key: key})
+	return storeKey{kind: s.Kind, key: key}
 }
 
-// Run validates stores until ctx ends.
+// Revalidate asks for a store to be validated again now, for example after a
+// Secret it references changed.
+func (v *StoreValidator) Revalidate(s *Store) { v.add(keyOf(s), 0) }
+
+// RevalidateSoon asks for a store to be validated again in a moment: its upstream's
+// health changed, and more changes may follow.
+func (v *StoreValidator) RevalidateSoon(s *Store) { v.add(keyOf(s), healthDelay) }
+
+// Run validates every store, and each again as it changes, until ctx ends: one
+// leadership term.
 func (v *StoreValidator) Run(ctx context.Context) error {
+	q := workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[storeKey](firstRetry, v.cfg.Interval),
+		workqueue.TypedRateLimitingQueueConfig[storeKey]{},
+	)
+	v.queue.Store(&q)
+	defer func() {
+		v.queue.CompareAndSwap(&q, nil)
+		q.ShutDown()
+	}()
 	if !cache.WaitForCacheSync(ctx.Done(), v.cfg.Stores.Synced) {
 		return nil
 	}
+	kinds := []string{v1alpha1.SecretStoreKind, v1alpha1.ClusterSecretStoreKind}
+	for i, inf := range v.cfg.Stores.Informers() {
+		for _, key := range inf.GetStore().ListKeys() {
+			q.Add(storeKey{kind: kinds[i], key: key})
+		}
+	}
 	go func() {
 		<-ctx.Done()
-		v.queue.ShutDown()
+		q.ShutDown()
 	}()
-	for v.processNext(ctx) {
+	const workers = 2
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for v.processNext(ctx, q) {
+			}
+		})
 	}
+	wg.Wait()
 	return nil
 }
 
-func (v *StoreValidator) processNext(ctx context.Context) bool {
-	key, quit := v.queue.Get()
+func (v *StoreValidator) processNext(ctx context.Context, q workqueue.TypedRateLimitingInterface[storeKey]) bool {
+	key, quit := q.Get()
 	if quit {
 		return false
 	}
-	defer v.queue.Done(key)
-	if err := v.sync(ctx, key); err != nil {
+	defer q.Done(key)
+	retry, err := v.sync(ctx, key)
+	switch {
+	case err != nil:
 		v.cfg.Logger.Warn("could not validate store", zap.String("kind", key.kind), zap.String("store", key.key), zap.Error(err))
-		v.queue.AddRateLimited(key)
-		return true
+		q.AddRateLimited(key)
+	case retry:
+		q.AddRateLimited(key)
+	default:
+		q.Forget(key)
 	}
-	v.queue.Forget(key)
 	return true
 }
 
-func (v *StoreValidator) sync(ctx context.Context, key storeKey) error {
+// sync validates one store and writes its status when it changed. It reports
+// retry when the upstream failed, so that the store is tried again with backoff.
+func (v *StoreValidator) sync(ctx context.Context, key storeKey) (retry bool, err error) {
 	inf := v.cfg.Stores.Informers()[0]
 	gvr := v1alpha1.SecretStoreGVR
 	if key.kind == v1alpha1.ClusterSecretStoreKind {
@@ -130,33 +213,34 @@ func (v *StoreValidator) sync(ctx context.Context, key storeKey) error {
 	}
 	obj, ok, err := inf.GetStore().GetByKey(key.key)
 	if err != nil || !ok {
-		return err // deleted: nothing to validate
+		return false, err // deleted: nothing to validate
 	}
 	u := obj.(*unstructured.Unstructured)
 	store, err := StoreFromUnstructured(u)
 	if err != nil {
-		return err
+		return false, err
 	}
 	status := v.validate(ctx, store)
+	cond := status.Conditions[0]
+	retry = cond.Reason == v1alpha1.ReasonValidationFailed
 	current, err := statusOf(u)
 	if err != nil {
-		return err
+		return retry, err
 	}
-	cond := status.Conditions[0]
 	if prev := meta.FindStatusCondition(current.Conditions, v1alpha1.ConditionReady); prev != nil &&
 		prev.Status == cond.Status && prev.Reason == cond.Reason && prev.Message == cond.Message && prev.ObservedGeneration == cond.ObservedGeneration &&
 		current.Capabilities == status.Capabilities {
-		return nil // unchanged: write nothing
+		return retry, nil // unchanged: write nothing
 	}
 	meta.SetStatusCondition(&current.Conditions, cond)
 	current.Capabilities = status.Capabilities
 	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&current)
 	if err != nil {
-		return err
+		return retry, err
 	}
 	updated := u.DeepCopy()
 	if err := unstructured.SetNestedField(updated.Object, raw, "status"); err != nil {
-		return err
+		return retry, err
 	}
 	res := v.cfg.Dynamic.Resource(gvr)
 	if store.Namespace != "" {
@@ -165,7 +249,7 @@ func (v *StoreValidator) sync(ctx context.Context, key storeKey) error {
 		_, err = res.UpdateStatus(ctx, updated, metav1.UpdateOptions{})
 	}
 	if err != nil {
-		return fmt.Errorf("could not update the status of %s: %w", store, err)
+		return retry, fmt.Errorf("could not update the status of %s: %w", store, err)
 	}
 	eventType := corev1.EventTypeNormal
 	if cond.Status != metav1.ConditionTrue {
@@ -173,7 +257,7 @@ func (v *StoreValidator) sync(ctx context.Context, key storeKey) error {
 	}
 	v.cfg.Recorder.Event(updated, eventType, cond.Reason, cond.Message)
 	v.cfg.Logger.Info("store validated", zap.String("store", store.String()), zap.String("reason", cond.Reason), zap.String("message", cond.Message))
-	return nil
+	return retry, nil
 }
 
 func statusOf(u *unstructured.Unstructured) (v1alpha1.SecretStoreStatus, error) {
@@ -187,6 +271,7 @@ func statusOf(u *unstructured.Unstructured) (v1alpha1.SecretStoreStatus, error) 
 }
 
 // validate checks one store against the upstream and returns the status it earns.
+// Its messages are the same from one attempt to the next for the same fault.
 func (v *StoreValidator) validate(ctx context.Context, s *Store) v1alpha1.SecretStoreStatus {
 	fail := func(reason, format string, args ...any) v1alpha1.SecretStoreStatus {
 		return v1alpha1.SecretStoreStatus{Conditions: []metav1.Condition{{
@@ -200,35 +285,26 @@ func (v *StoreValidator) validate(ctx context.Context, s *Store) v1alpha1.Secret
 	case errors.As(err, &cfgErr):
 		return fail(v1alpha1.ReasonInvalidStoreConfiguration, "%s", cfgErr.Message)
 	case err != nil:
-		return fail(v1alpha1.ReasonValidationFailed, "could not read the store's references: %v", err)
+		return fail(v1alpha1.ReasonValidationFailed, "could not read the store's references: %s", DescribeUpstreamError(err))
 	}
 	ctx, cancel := context.WithTimeout(ctx, validationTimeout)
 	defer cancel()
 	ns := s.RemoteNamespace()
-	allowed := func(verb string) (bool, error) {
-		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Resource: "secrets"},
-		}}
-		res, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
-		if err != nil {
-			return false, err
-		}
-		return res.Status.Allowed, nil
-	}
-	canRead, err := allowed("get")
+	url := s.Spec.Provider.Kubernetes.Server.URL
+	canRead, err := CheckAccess(ctx, client, ns, "get")
 	if err != nil {
 		switch {
 		case apierrors.IsUnauthorized(err):
-			return fail(v1alpha1.ReasonValidationFailed, "upstream %s refused the store's credentials (401 Unauthorized)", s.Spec.Provider.Kubernetes.Server.URL)
+			return fail(v1alpha1.ReasonValidationFailed, "upstream %s refused the store's credentials (401 Unauthorized)", url)
 		case Unreachable(err):
-			return fail(v1alpha1.ReasonValidationFailed, "upstream %s unreachable: %v", s.Spec.Provider.Kubernetes.Server.URL, err)
+			return fail(v1alpha1.ReasonValidationFailed, "upstream %s unreachable: %s", url, DescribeUpstreamError(err))
 		default:
-			return fail(v1alpha1.ReasonValidationFailed, "could not review access upstream: %v", err)
+			return fail(v1alpha1.ReasonValidationFailed, "could not review access upstream: %s", DescribeUpstreamError(err))
 		}
 	}
-	canWrite, err := allowed("create")
+	canWrite, err := CheckAccess(ctx, client, ns, "create")
 	if err != nil {
-		return fail(v1alpha1.ReasonValidationFailed, "could not review access upstream: %v", err)
+		return fail(v1alpha1.ReasonValidationFailed, "could not review access upstream: %s", DescribeUpstreamError(err))
 	}
 	var caps v1alpha1.Capabilities
 	switch {

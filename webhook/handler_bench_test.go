@@ -23,7 +23,7 @@ import (
 func BenchmarkWarmReview(b *testing.B) {
 	client := fake.NewClientset()
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: upstream, Local: webhook.ClientsetLocalSecrets{Client: client}, UpstreamTimeout: time.Second,
+		Stores: upstream, Tokens: testTokens, Local: webhook.ClientsetLocalSecrets{Client: client}, UpstreamTimeout: time.Second,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -25,7 +25,7 @@ func FuzzReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","operation":"DELETE"}}`))
 
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: upstream, Local: webhook.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
+		Stores: upstream, Tokens: testTokens, Local: webhook.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
 	})
 	if err != nil {
 		f.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,12 +17,24 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/webhook"
 )
+
+// testTokens keys the tokens of the handler tests.
+var testTokens = func() webhook.TokenKey {
+	k, err := webhook.NewTokenKey(bytes.Repeat([]byte("k"), 32))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 // fakeStores serves upstream Secrets from memory; a store named "down" is unreachable.
 type fakeStores map[string]map[string]*corev1.Secret
@@ -80,13 +93,51 @@ type harness struct {
 	seen   []string
 }
 
+// honorDryRun makes the fake clientset check dry-run writes of Secrets and store
+// nothing, as the API server does; its object tracker would store them.
+func honorDryRun(client *fake.Clientset) {
+	gvr := corev1.SchemeGroupVersion.WithResource("secrets")
+	client.PrependReactor("*", "secrets", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		var (
+			dry  []string
+			name string
+			obj  runtime.Object
+		)
+		switch a := action.(type) {
+		case k8stesting.CreateActionImpl:
+			dry, obj = a.CreateOptions.DryRun, a.Object
+			name = a.Object.(*corev1.Secret).Name
+		case k8stesting.UpdateActionImpl:
+			dry, obj = a.UpdateOptions.DryRun, a.Object
+			name = a.Object.(*corev1.Secret).Name
+		case k8stesting.DeleteActionImpl:
+			dry, name = a.DeleteOptions.DryRun, a.Name
+		default:
+			return false, nil, nil
+		}
+		if len(dry) == 0 {
+			return false, nil, nil
+		}
+		_, err := client.Tracker().Get(gvr, action.GetNamespace(), name)
+		switch {
+		case action.GetVerb() == "create" && err == nil:
+			return true, nil, apierrors.NewAlreadyExists(gvr.GroupResource(), name)
+		case action.GetVerb() != "create" && err != nil:
+			return true, nil, err
+		}
+		return true, obj, nil
+	})
+}
+
 func newHarness(t *testing.T, stores fakeStores) *harness {
 	h := &harness{client: fake.NewClientset()}
+	honorDryRun(h.client)
 	core, logs := observer.New(zap.DebugLevel)
 	h.logs = logs
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: stores, Local: webhook.ClientsetLocalSecrets{Client: h.client},
-		UpstreamTimeout: time.Second, Logger: zap.New(core),
+		Stores: stores, Tokens: testTokens, Local: webhook.ClientsetLocalSecrets{Client: h.client},
+		UnservedNamespaces: []string{"kube-system", "secret-relay"},
+		UpstreamTimeout:    time.Second, Logger: zap.New(core),
 		Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
 	})
 	require.NoError(t, err)
@@ -244,5 +295,160 @@ func TestHandler(t *testing.T) {
 			assert.NotContains(t, line, "cGV0ZXI=")
 			assert.NotContains(t, line, `"op"`, "no JSON patch in logs: %s", line)
 		}
+	})
+}
+
+// seedWith is the seed pod asking for its Secret under annotations.
+func seedWith(secrets string) *corev1.Pod {
+	return seedPod(map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: secrets})
+}
+
+func TestHandlerWrites(t *testing.T) {
+	t.Run("A dryRun should be denied where the real create would meet an unmanaged Secret.", func(t *testing.T) {
+		h := newHarness(t, upstream)
+		_, err := h.client.CoreV1().Secrets("default").Create(context.Background(), &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "pulled-secrets"}, Data: map[string][]byte{"username": []byte("mine")},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		for _, dryRun := range []bool{true, false} {
+			code, resp := h.review(t, seedWith(seedSecrets), dryRun)
+			assert.Equal(t, http.StatusOK, code)
+			require.False(t, resp.Allowed, "dryRun %v", dryRun)
+			assert.Equal(t, `secret-relay: Secret "pulled-secrets" already exists in namespace "default" and is not managed by secret-relay; it was left untouched`, resp.Result.Message, "dryRun %v", dryRun)
+		}
+	})
+
+	t.Run("A write the API server refuses should be a denial naming the Secret and the reason.", func(t *testing.T) {
+		h := newHarness(t, upstream)
+		h.client.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(corev1.Resource("secrets"), "pulled-secrets",
+				fmt.Errorf("exceeded quota: secrets, requested: count/secrets=1, used: count/secrets=1, limited: count/secrets=1"))
+		})
+		code, resp := h.review(t, seedWith(seedSecrets), false)
+		assert.Equal(t, http.StatusOK, code, "never an HTTP 500")
+		require.False(t, resp.Allowed)
+		assert.Equal(t, `secret-relay: could not write Secret "pulled-secrets" in namespace "default": secrets "pulled-secrets" is forbidden: exceeded quota: secrets, requested: count/secrets=1, used: count/secrets=1, limited: count/secrets=1`, resp.Result.Message)
+	})
+
+	t.Run("A refusal whose message holds a value being written should show only its reason.", func(t *testing.T) {
+		h := newHarness(t, upstream)
+		h.client.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewBadRequest(`a third-party webhook says: value "peter" is not allowed`)
+		})
+		_, resp := h.review(t, seedWith(seedSecrets), false)
+		require.False(t, resp.Allowed)
+		assert.Equal(t, `secret-relay: could not write Secret "pulled-secrets" in namespace "default": the downstream API server refused it (BadRequest)`, resp.Result.Message)
+	})
+
+	t.Run("A write that times out should be a denial, not an HTTP 500.", func(t *testing.T) {
+		h := newHarness(t, upstream)
+		h.client.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, context.DeadlineExceeded
+		})
+		code, resp := h.review(t, seedWith(seedSecrets), false)
+		assert.Equal(t, http.StatusOK, code)
+		require.False(t, resp.Allowed)
+		assert.Equal(t, `secret-relay: could not write Secret "pulled-secrets" in namespace "default": the downstream API server did not answer in time`, resp.Result.Message)
+	})
+
+	t.Run("A managed copy made immutable should be replaced.", func(t *testing.T) {
+		h := newHarness(t, upstream)
+		_, first := h.review(t, seedWith(seedSecrets), false)
+		require.True(t, first.Allowed)
+		secrets := h.client.CoreV1().Secrets("default")
+		s, err := secrets.Get(context.Background(), "pulled-secrets", metav1.GetOptions{})
+		require.NoError(t, err)
+		s.Immutable = ptr.To(true)
+		s.Data["username"] = []byte("stale")
+		_, err = secrets.Update(context.Background(), s, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		h.client.ClearActions()
+
+		_, resp := h.review(t, seedWith(seedSecrets), false)
+		require.True(t, resp.Allowed, "%v", resp.Result)
+		var verbs []string
+		for _, a := range h.client.Actions() {
+			verbs = append(verbs, a.GetVerb())
+		}
+		assert.Equal(t, []string{"get", "delete", "create"}, verbs, "deleted and written again")
+		s, err = secrets.Get(context.Background(), "pulled-secrets", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, []byte("peter"), s.Data["username"])
+	})
+
+	t.Run("A copy over 1 MiB should be denied before anything is written.", func(t *testing.T) {
+		big := strings.Repeat("x", 600<<10)
+		stores := fakeStores{"remote-k8s-store": {
+			"a": {ObjectMeta: metav1.ObjectMeta{Name: "a"}, Data: map[string][]byte{"a": []byte(big)}},
+			"b": {ObjectMeta: metav1.ObjectMeta{Name: "b"}, Data: map[string][]byte{"b": []byte(big)}},
+		}}
+		h := newHarness(t, stores)
+		_, resp := h.review(t, seedWith(`[{name: big, dataFrom: [{extract: {key: a}}, {extract: {key: b}}]}]`), false)
+		require.False(t, resp.Allowed)
+		assert.Equal(t, `secret-relay: local Secret "big" would hold 1228800 bytes of data, over the 1 MiB limit of a Secret (1048576 bytes); relay fewer keys into it`, resp.Result.Message)
+		for _, a := range h.client.Actions() {
+			assert.NotEqual(t, "create", a.GetVerb())
+		}
+	})
+}
+
+func TestHandlerNamespaces(t *testing.T) {
+	tests := map[string]struct {
+		reviewNS, podNS string
+		expMessage      string
+	}{
+		"A review for kube-system should be denied: the webhook never serves it.": {
+			reviewNS: "kube-system", expMessage: `secret-relay: namespace "kube-system" is not served by secret-relay: its webhook configuration leaves it out`,
+		},
+		"A review for the relay's own namespace should be denied.": {
+			reviewNS: "secret-relay", expMessage: `secret-relay: namespace "secret-relay" is not served by secret-relay: its webhook configuration leaves it out`,
+		},
+		"A review without a namespace should be denied.": {
+			reviewNS: "", expMessage: `secret-relay: the review names no namespace`,
+		},
+		"A review whose pod names another namespace should be denied.": {
+			reviewNS: "default", podNS: "other", expMessage: `secret-relay: the pod's namespace "other" is not the review's namespace "default"`,
+		},
+	}
+	for name, test := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, upstream)
+			p := seedWith(seedSecrets)
+			p.Namespace = test.podNS
+			body := reviewJSON(t, p, false)
+			var review admissionv1.AdmissionReview
+			require.NoError(t, json.Unmarshal(body, &review))
+			review.Request.Namespace = test.reviewNS
+			body, err := json.Marshal(review)
+			require.NoError(t, err)
+			resp, err := http.Post(h.srv.URL, "application/json", bytes.NewReader(body))
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			var out admissionv1.AdmissionReview
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+			require.False(t, out.Response.Allowed)
+			assert.Equal(t, test.expMessage, out.Response.Result.Message)
+			assert.Empty(t, h.client.Actions(), "nothing read or written")
+		})
+	}
+
+	t.Run("A review of something other than a pod should pass untouched.", func(t *testing.T) {
+		h := newHarness(t, upstream)
+		body := reviewJSON(t, seedWith(seedSecrets), false)
+		var review admissionv1.AdmissionReview
+		require.NoError(t, json.Unmarshal(body, &review))
+		review.Request.Kind = metav1.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
+		review.Request.Resource = metav1.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+		body, err := json.Marshal(review)
+		require.NoError(t, err)
+		resp, err := http.Post(h.srv.URL, "application/json", bytes.NewReader(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var out admissionv1.AdmissionReview
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+		assert.True(t, out.Response.Allowed)
+		assert.Empty(t, out.Response.Patch)
+		assert.Empty(t, h.client.Actions())
+		assert.Equal(t, []string{"untouched"}, h.seen)
 	})
 }

@@ -13,6 +13,8 @@ import (
 	kwhwebhook "github.com/slok/kubewebhook/v2/pkg/webhook"
 	kwhmutating "github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
 	"go.uber.org/zap"
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -109,7 +111,7 @@ func (d denyDecorator) ID() string                 { return d.next.ID() }
 func (d denyDecorator) Kind() kwhmodel.WebhookKind { return d.next.Kind() }
 
 func (d denyDecorator) Review(ctx context.Context, ar kwhmodel.AdmissionReview) (kwhmodel.AdmissionResponse, error) {
-	if ar.Operation != kwhmodel.OperationCreate || !wantsRelay(ar.NewObjectRaw) {
+	if !isPodCreate(ar) || !wantsRelay(ar.NewObjectRaw) {
 		d.observe("untouched")
 		return &kwhmodel.MutatingAdmissionResponse{ID: ar.ID}, nil
 	}
@@ -125,6 +127,23 @@ func (d denyDecorator) Review(ctx context.Context, ar kwhmodel.AdmissionReview) 
 	}
 	d.observe("admitted")
 	return resp, nil
+}
+
+// isPodCreate reports whether a review is of a pod being created, the only review
+// the shipped webhook configuration sends. kubewebhook would decode any object into
+// a Pod; anything else passes untouched, as a review posted by hand might be.
+func isPodCreate(ar kwhmodel.AdmissionReview) bool {
+	gvr := ar.RequestGVR
+	if ar.Operation != kwhmodel.OperationCreate || gvr == nil || gvr.Group != "" || gvr.Resource != "pods" {
+		return false
+	}
+	switch r := ar.OriginalAdmissionReview.(type) {
+	case *admissionv1.AdmissionReview:
+		return r.Request.SubResource == ""
+	case *admissionv1beta1.AdmissionReview:
+		return r.Request.SubResource == ""
+	}
+	return false
 }
 
 // wantsRelay passes pods that cannot carry the secret-relay.io/secrets annotation

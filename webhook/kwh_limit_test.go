@@ -59,7 +59,7 @@ func (r *countingReader) Read(p []byte) (int, error) {
 func newLimitHandler(t *testing.T) http.Handler {
 	t.Helper()
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: upstream, Local: webhook.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
+		Stores: upstream, Tokens: testTokens, Local: webhook.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
 	})
 	require.NoError(t, err)
 	h, err := webhook.NewHandler(webhook.HandlerConfig{Mutator: m, Logger: zap.NewNop()})

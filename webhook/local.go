@@ -1,13 +1,21 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"errors"
+	"maps"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 )
 
 // ClientsetLocalSecrets reads and writes downstream Secrets through the API.
@@ -33,18 +41,24 @@ func (c ClientsetLocalSecrets) Latest(ctx context.Context, namespace, name strin
 
 // Apply creates desired, or updates existing to match it. The update carries
 // existing's resourceVersion, so a concurrent write makes it fail with a conflict
-// instead of being overwritten.
-func (c ClientsetLocalSecrets) Apply(ctx context.Context, existing, desired *corev1.Secret) error {
+// instead of being overwritten. With dryRun the API server checks every step and
+// stores nothing.
+func (c ClientsetLocalSecrets) Apply(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) error {
 	secrets := c.Client.CoreV1().Secrets(desired.Namespace)
+	var dry []string
+	if dryRun {
+		dry = []string{metav1.DryRunAll}
+	}
 	if existing == nil {
-		_, err := secrets.Create(ctx, desired, metav1.CreateOptions{FieldManager: ManagedByValue})
+		_, err := secrets.Create(ctx, desired, metav1.CreateOptions{FieldManager: ManagedByValue, DryRun: dry})
 		return err
 	}
-	if existing.Type != desired.Type {
-		return c.replace(ctx, existing, desired)
+	// A Secret's type never changes, nor an immutable Secret's data: both are
+	// replaced. Its metadata may still change in place.
+	if existing.Type != desired.Type || ptr.Deref(existing.Immutable, false) && !maps.EqualFunc(existing.Data, desired.Data, bytes.Equal) {
+		return c.replace(ctx, existing, desired, dry)
 	}
 	update := existing.DeepCopy()
-	update.Type = desired.Type
 	update.Data = desired.Data
 	update.StringData = nil
 	if update.Labels == nil {
@@ -53,27 +67,63 @@ func (c ClientsetLocalSecrets) Apply(ctx context.Context, existing, desired *cor
 	if update.Annotations == nil {
 		update.Annotations = map[string]string{}
 	}
-	for k, v := range desired.Labels {
-		update.Labels[k] = v
-	}
-	for k, v := range desired.Annotations {
-		update.Annotations[k] = v
-	}
-	_, err := secrets.Update(ctx, update, metav1.UpdateOptions{FieldManager: ManagedByValue})
+	maps.Copy(update.Labels, desired.Labels)
+	maps.Copy(update.Annotations, desired.Annotations)
+	_, err := secrets.Update(ctx, update, metav1.UpdateOptions{FieldManager: ManagedByValue, DryRun: dry})
 	return err
 }
 
-// replace deletes and recreates a Secret whose type must change, since a Secret's
-// type is immutable. The delete is conditional on the version we checked, so a
-// Secret someone else changed meanwhile is never removed.
-func (c ClientsetLocalSecrets) replace(ctx context.Context, existing, desired *corev1.Secret) error {
+// replace deletes and recreates a Secret whose type must change or whose data is
+// immutable. The delete is conditional on the version we checked, so a Secret
+// someone else changed meanwhile is never removed. A dry run can only check the
+// delete: the create would collide with the Secret that is still there, and
+// PlanSecret has already checked what the API server would refuse of it.
+func (c ClientsetLocalSecrets) replace(ctx context.Context, existing, desired *corev1.Secret, dry []string) error {
 	secrets := c.Client.CoreV1().Secrets(desired.Namespace)
 	pre := metav1.Preconditions{UID: &existing.UID, ResourceVersion: &existing.ResourceVersion}
-	if err := secrets.Delete(ctx, existing.Name, metav1.DeleteOptions{Preconditions: &pre}); err != nil && !apierrors.IsNotFound(err) {
+	if err := secrets.Delete(ctx, existing.Name, metav1.DeleteOptions{Preconditions: &pre, DryRun: dry}); err != nil && !apierrors.IsNotFound(err) {
 		return err
+	}
+	if len(dry) > 0 {
+		return nil
 	}
 	_, err := secrets.Create(ctx, desired, metav1.CreateOptions{FieldManager: ManagedByValue})
 	return err
+}
+
+// DescribeWriteError says why a downstream read or write failed, for a denial or an
+// event: the API server's own message, which names the Secret and the rule it broke.
+// A message that holds one of the values being written, as a third-party webhook's
+// might, is replaced by its reason alone: no value ever reaches a message.
+func DescribeWriteError(err error, data map[string][]byte) string {
+	var status apierrors.APIStatus
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err):
+		return "the downstream API server did not answer in time"
+	case errors.As(err, &status):
+		msg := status.Status().Message
+		if msg == "" || holdsValue(msg, data) {
+			return "the downstream API server refused it (" + string(apierrors.ReasonForError(err)) + ")"
+		}
+		return msg
+	case holdsValue(err.Error(), data):
+		return "the downstream API server could not be reached"
+	default:
+		return err.Error()
+	}
+}
+
+// holdsValue reports whether msg contains one of the values, raw or base64-encoded.
+func holdsValue(msg string, data map[string][]byte) bool {
+	for _, v := range data {
+		if len(v) == 0 {
+			continue
+		}
+		if strings.Contains(msg, string(v)) || strings.Contains(msg, base64.StdEncoding.EncodeToString(v)) {
+			return true
+		}
+	}
+	return false
 }
 
 // ManagedSecrets is a watch cache of the Secrets secret-relay manages downstream
@@ -88,10 +138,9 @@ var _ LocalSecrets = (*ManagedSecrets)(nil)
 
 // NewManagedSecrets returns the cache; Run starts it.
 func NewManagedSecrets(kube kubernetes.Interface) *ManagedSecrets {
-	lw := cache.NewFilteredListWatchFromClient(kube.CoreV1().RESTClient(), "secrets", metav1.NamespaceAll, func(o *metav1.ListOptions) {
+	inf := cache.NewSharedIndexInformer(secretsListWatch(kube, metav1.NamespaceAll, func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelManagedBy + "=" + ManagedByValue
-	})
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, cache.Indexers{})
+	}), &corev1.Secret{}, 0, cache.Indexers{})
 	_ = inf.SetTransform(func(obj any) (any, error) {
 		if s, ok := obj.(*corev1.Secret); ok {
 			s.ManagedFields = nil
@@ -129,4 +178,20 @@ func (m *ManagedSecrets) Get(ctx context.Context, namespace, name string) (*core
 		return nil, err
 	}
 	return obj.(*corev1.Secret), nil
+}
+
+// secretsListWatch lists and watches the Secrets of namespace that tweak selects,
+// through the typed client, so that a fake clientset serves it too.
+func secretsListWatch(kube kubernetes.Interface, namespace string, tweak func(*metav1.ListOptions)) *cache.ListWatch {
+	secrets := kube.CoreV1().Secrets(namespace)
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			return secrets.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
+			return secrets.Watch(ctx, o)
+		},
+	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,14 +44,21 @@ type LocalSecrets interface {
 	// Latest reads the Secret from the API, or returns nil when it does not exist.
 	Latest(ctx context.Context, namespace, name string) (*corev1.Secret, error)
 	// Apply creates desired, or updates it over existing (nil when it did not exist).
-	// It returns a conflict error when existing is stale.
-	Apply(ctx context.Context, existing, desired *corev1.Secret) error
+	// It returns a conflict error when existing is stale. With dryRun, the API server
+	// checks the write as it would make it, and stores nothing.
+	Apply(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) error
 }
 
 // MutatorConfig configures a Mutator.
 type MutatorConfig struct {
 	Stores StoreResolver
 	Local  LocalSecrets
+	// Tokens keys the data tokens of copies and of the pod's status annotation.
+	Tokens Tokenizer
+	// UnservedNamespaces are never relayed into, as the shipped webhook
+	// configuration never sends their pods: a review for one was posted by someone
+	// other than the API server.
+	UnservedNamespaces []string
 	// UpstreamTimeout bounds the upstream calls of one admission.
 	UpstreamTimeout time.Duration
 	Logger          *zap.Logger
@@ -62,6 +72,9 @@ func (c *MutatorConfig) defaults() error {
 	}
 	if c.Local == nil {
 		return errors.New("local is required")
+	}
+	if c.Tokens == nil {
+		return errors.New("tokens is required")
 	}
 	if c.UpstreamTimeout <= 0 {
 		c.UpstreamTimeout = 2 * time.Second
@@ -105,14 +118,22 @@ type Result struct {
 // local Secret.
 const maxConflictRetries = 5
 
-// Relay resolves every reference of pod, created in namespace ns, writes the local Secrets (unless
-// dryRun) and mutates pod in place. All references are resolved before anything is
-// written: if any fails, nothing is written and the error is a DenyError.
+// Relay resolves every reference of pod, created in namespace ns, writes the local
+// Secrets (with dryRun, has the API server check the writes and store nothing) and
+// mutates pod in place. All references are resolved before anything is written: if
+// any fails, nothing is written and the error is a DenyError. A write that fails is
+// a DenyError too, naming the Secret and the reason.
 func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun bool) (Result, error) {
 	var res Result
 	reqs, err := m.parsed.parse(pod.Annotations)
 	if err != nil || reqs == nil {
 		return res, err
+	}
+	if err := m.checkNamespace(ns, pod); err != nil {
+		return res, err
+	}
+	if l, ok := m.cfg.Tokens.(interface{ Loaded() bool }); ok && !l.Loaded() {
+		return res, Denyf("%v; retry in a moment", errNoTokenKey)
 	}
 	// The contract answers every review within the upstream timeout plus a second;
 	// the last tenth of it is left for the response to travel.
@@ -120,33 +141,33 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 	defer done()
 	plans := make([]*corev1.Secret, len(reqs))
 	existing := make([]*corev1.Secret, len(reqs))
-	hashes := make(map[string]string, len(reqs))
+	tokens := make(map[string]string, len(reqs))
 
 	upstreamCtx, cancel := context.WithTimeout(ctx, m.cfg.UpstreamTimeout)
 	defer cancel()
 	fetch := m.fetcher(ns)
 	for i, req := range reqs {
 		if existing[i], err = m.cfg.Local.Get(ctx, ns, req.Name); err != nil {
-			return res, fmt.Errorf("could not read local Secret %s/%s: %w", ns, req.Name, err)
+			return res, Denyf("could not read Secret %q in namespace %q: %s", req.Name, ns, DescribeWriteError(err, nil))
 		}
 		remote, err := fetch(upstreamCtx, req)
 		if errors.Is(err, ErrUpstreamUnreachable) {
-			copyHash, warning, ok := fallbackCopy(existing[i], req)
+			copyToken, warning, ok := fallbackCopy(existing[i], req)
 			if !ok {
 				return res, Denyf("upstream of store %s is unreachable and there is no copy of Secret %q in namespace %q to fall back on: %v", req.Store, req.Name, ns, err)
 			}
 			res.Warnings = append(res.Warnings, warning)
-			hashes[req.Name] = copyHash
+			tokens[req.Name] = copyToken
 			continue
 		}
 		if err != nil {
 			return res, err
 		}
-		if plans[i], err = PlanSecret(ns, req, remote, m.cfg.Now()); err != nil {
+		if plans[i], err = PlanSecret(ns, req, remote, m.cfg.Now(), m.cfg.Tokens); err != nil {
 			return res, err
 		}
-		hashes[req.Name] = plans[i].Annotations[AnnotationDataHash]
-		write, err := CheckExisting(existing[i], plans[i])
+		tokens[req.Name] = plans[i].Annotations[AnnotationDataHash]
+		write, err := CheckExisting(existing[i], plans[i], m.cfg.Tokens)
 		if err != nil {
 			return res, err
 		}
@@ -163,14 +184,29 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		if err != nil {
 			return res, err
 		}
-		if wrote {
+		if wrote && !dryRun {
 			res.Written = append(res.Written, desired.Name)
 		}
 	}
-	if err := MutatePod(pod, reqs, hashes); err != nil {
+	if err := MutatePod(pod, reqs, tokens); err != nil {
 		return res, err
 	}
 	return res, nil
+}
+
+// checkNamespace refuses a review that no pod creation through the API server
+// would have sent: one for a namespace the shipped webhook configuration leaves
+// out, one without a namespace, or one whose pod names another namespace.
+func (m *Mutator) checkNamespace(ns string, pod *corev1.Pod) error {
+	switch {
+	case ns == "":
+		return Denyf("the review names no namespace")
+	case pod.Namespace != "" && pod.Namespace != ns:
+		return Denyf("the pod's namespace %q is not the review's namespace %q", pod.Namespace, ns)
+	case slices.Contains(m.cfg.UnservedNamespaces, ns):
+		return Denyf("namespace %q is not served by secret-relay: its webhook configuration leaves it out", ns)
+	}
+	return nil
 }
 
 // fetcher returns a function that reads the upstream Secrets of one request, reading
@@ -206,7 +242,7 @@ func (m *Mutator) fetcher(ns string) func(context.Context, SecretRequest) (Remot
 
 // fallbackCopy decides whether an existing local Secret may stand in while the
 // upstream is unreachable: only a managed copy from the same source.
-func fallbackCopy(existing *corev1.Secret, req SecretRequest) (hash, warning string, ok bool) {
+func fallbackCopy(existing *corev1.Secret, req SecretRequest) (token, warning string, ok bool) {
 	if existing == nil || existing.Labels[LabelManagedBy] != ManagedByValue {
 		return "", "", false
 	}
@@ -219,15 +255,16 @@ func fallbackCopy(existing *corev1.Secret, req SecretRequest) (hash, warning str
 }
 
 // sharedWrite is write, done once for all concurrent callers that want the same
-// Secret with the same data, under the first caller's deadline; every caller that
-// shared it reports the write.
+// write: the same Secret, source, type and data, dry or not. It runs under the first
+// caller's deadline, and every caller that shared it reports the write. Anything
+// less in the key would let a pod be admitted on a copy written for another source.
 func (m *Mutator) sharedWrite(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) (bool, error) {
-	if dryRun {
-		return false, nil
-	}
-	key := desired.Namespace + "/" + desired.Name + "/" + desired.Annotations[AnnotationDataHash]
+	key := strings.Join([]string{
+		desired.Namespace, desired.Name, string(desired.Type),
+		desired.Annotations[AnnotationSource], desired.Annotations[AnnotationDataHash], strconv.FormatBool(dryRun),
+	}, "\x00")
 	v, err, _ := m.writes.Do(key, func() (any, error) {
-		return m.write(ctx, existing, desired, false)
+		return m.write(ctx, existing, desired, dryRun)
 	})
 	wrote, _ := v.(bool)
 	return wrote, err
@@ -235,28 +272,26 @@ func (m *Mutator) sharedWrite(ctx context.Context, existing, desired *corev1.Sec
 
 // write creates or updates one local Secret that CheckExisting found wanting, and
 // re-reads and re-checks it when a concurrent admission wrote it first. It reports
-// whether it wrote.
+// whether it wrote. A write the API server refuses is a DenyError naming the Secret
+// and the reason.
 func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) (bool, error) {
-	if dryRun {
-		return false, nil
-	}
 	for range maxConflictRetries {
-		err := m.cfg.Local.Apply(ctx, existing, desired)
+		err := m.cfg.Local.Apply(ctx, existing, desired, dryRun)
 		if err == nil {
 			return true, nil
 		}
 		if !isConflict(err) {
-			return false, fmt.Errorf("could not write Secret %s/%s: %w", desired.Namespace, desired.Name, err)
+			return false, Denyf("could not write Secret %q in namespace %q: %s", desired.Name, desired.Namespace, DescribeWriteError(err, desired.Data))
 		}
 		if existing, err = m.cfg.Local.Latest(ctx, desired.Namespace, desired.Name); err != nil {
-			return false, fmt.Errorf("could not read Secret %s/%s: %w", desired.Namespace, desired.Name, err)
+			return false, Denyf("could not read Secret %q in namespace %q: %s", desired.Name, desired.Namespace, DescribeWriteError(err, nil))
 		}
-		write, err := CheckExisting(existing, desired)
+		write, err := CheckExisting(existing, desired, m.cfg.Tokens)
 		if err != nil || !write {
 			return false, err
 		}
 	}
-	return false, fmt.Errorf("could not write Secret %s/%s: still conflicting after %d tries", desired.Namespace, desired.Name, maxConflictRetries)
+	return false, Denyf("could not write Secret %q in namespace %q: it was changed by someone else %d times in a row; retry", desired.Name, desired.Namespace, maxConflictRetries)
 }
 
 // isConflict reports whether another writer got there first: the Secret was created

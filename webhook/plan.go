@@ -1,9 +1,6 @@
 package webhook
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,34 +106,12 @@ func (s Source) Equal(o Source) bool {
 	return a.Store == b.Store && slices.Equal(a.Data, b.Data) && slices.Equal(a.DataFrom, b.DataFrom)
 }
 
-// DataHash is the hex SHA-256 over the data: keys sorted, each key and value
-// length-delimited (8-byte big-endian length then bytes, for the key and then the
-// value). The delimiting keeps {"ab":"c"} and {"a":"bc"} apart.
-func DataHash(data map[string][]byte) string {
-	h := sha256.New()
-	var n [8]byte
-	write := func(b []byte) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(b))) //nolint:gosec // a length is never negative
-		h.Write(n[:])
-		h.Write(b)
-	}
-	keys := make([]string, 0, len(data))
-	for k := range data {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		write([]byte(k))
-		write(data[k])
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// PlanSecret computes the local Secret that one request wants in namespace ns. It
-// returns a DenyError, naming Secrets and keys but never values, when a remote Secret
-// or key is missing, when a remote Secret is a service-account token, or when two
-// entries yield the same key.
-func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt time.Time) (*corev1.Secret, error) {
+// PlanSecret computes the local Secret that one request wants in namespace ns, its
+// data-hash a token of tokens. It returns a DenyError, naming Secrets and keys but
+// never values, when a remote Secret or key is missing, when a remote Secret is a
+// service-account token, when two entries yield the same key, or when the data would
+// not fit in a Secret.
+func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt time.Time, tokens Tokenizer) (*corev1.Secret, error) {
 	dataFrom := dataFromOf(req)
 	if len(req.Data) == 0 && len(dataFrom) == 0 {
 		return nil, Denyf("local Secret %q has no data or dataFrom entries", req.Name)
@@ -201,6 +176,15 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 		whole = s
 	}
 
+	size := 0
+	for _, v := range data {
+		size += len(v)
+	}
+	if size > corev1.MaxSecretSize {
+		// The API server counts the values alone against the limit, as here.
+		return nil, Denyf("local Secret %q would hold %d bytes of data, over the 1 MiB limit of a Secret (%d bytes); relay fewer keys into it", req.Name, size, corev1.MaxSecretSize)
+	}
+
 	secretType := corev1.SecretTypeOpaque
 	if len(req.Data) == 0 && len(dataFrom) == 1 && whole.Type != "" {
 		// One whole remote Secret keeps its type, so that a TLS or docker-config
@@ -214,7 +198,7 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 			Labels:    map[string]string{LabelManagedBy: ManagedByValue},
 			Annotations: map[string]string{
 				AnnotationSource:   SourceOf(req).String(),
-				AnnotationDataHash: DataHash(data),
+				AnnotationDataHash: tokens.Token(data),
 				AnnotationSyncedAt: syncedAt.UTC().Format(time.RFC3339),
 			},
 		},
@@ -225,9 +209,9 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 
 // CheckExisting decides what to do with the local Secret that already has the desired
 // Secret's name. existing == nil means write. It returns write=false when existing is
-// managed, from the same Source, and has the same type and data, and a DenyError when
-// existing is not secret-relay's to change.
-func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
+// managed, from the same Source, and has the same type, data and token (under
+// tokens), and a DenyError when existing is not secret-relay's to change.
+func CheckExisting(existing, desired *corev1.Secret, tokens Tokenizer) (write bool, err error) {
 	if existing == nil {
 		return true, nil
 	}
@@ -250,11 +234,12 @@ func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
 			return false, Denyf("Secret %q in namespace %q is relayed from a different source (%s); remove it or rename the item", desired.Name, desired.Namespace, have.Store)
 		}
 	}
-	hash := desired.Annotations[AnnotationDataHash]
-	// The data is hashed again rather than trusting the annotation, so that a copy
-	// someone edited by hand is put back.
+	token := desired.Annotations[AnnotationDataHash]
+	// The data is tokenized again rather than trusting the annotation, so that a copy
+	// someone edited by hand is put back; a copy whose annotation an older version
+	// wrote, or another key made, is re-annotated.
 	same := existing.Type == desired.Type &&
-		existing.Annotations[AnnotationDataHash] == hash &&
-		DataHash(existing.Data) == hash
+		existing.Annotations[AnnotationDataHash] == token &&
+		tokens.Token(existing.Data) == token
 	return !same, nil
 }

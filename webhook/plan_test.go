@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -48,7 +50,7 @@ func planned(name string, typ corev1.SecretType, src string, kv map[string]strin
 			Labels:    map[string]string{LabelManagedBy: ManagedByValue},
 			Annotations: map[string]string{
 				AnnotationSource:   src,
-				AnnotationDataHash: DataHash(data),
+				AnnotationDataHash: testTokens.Token(data),
 				AnnotationSyncedAt: "2026-01-01T00:00:00Z",
 			},
 		},
@@ -65,61 +67,96 @@ func extract(key string) DataFromEntry {
 	return DataFromEntry{Extract: RemoteRef{Key: key}}
 }
 
-func TestDataHash(t *testing.T) {
-	// streamHash builds the byte stream by hand, apart from DataHash's code.
-	streamHash := func(parts ...string) string {
+// testTokens keys the tokens of the tests: 32 bytes of "k".
+var testTokens = func() TokenKey {
+	k, err := NewTokenKey(bytes.Repeat([]byte("k"), 32))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+func TestTokenKey(t *testing.T) {
+	// streamToken builds the byte stream by hand, apart from Token's code.
+	streamToken := func(key []byte, parts ...string) string {
 		var stream []byte
 		for _, p := range parts {
 			stream = binary.BigEndian.AppendUint64(stream, uint64(len(p)))
 			stream = append(stream, p...)
 		}
-		sum := sha256.Sum256(stream)
-		return hex.EncodeToString(sum[:])
+		mac := hmac.New(sha256.New, key)
+		mac.Write(stream)
+		return TokenPrefix + hex.EncodeToString(mac.Sum(nil))
 	}
+	key := bytes.Repeat([]byte("k"), 32)
 
 	tests := map[string]struct {
-		data    map[string][]byte
-		expHash string
+		data     map[string][]byte
+		expToken string
 	}{
-		"One key should hash to the published test vector.": {
+		"One key should give the published test vector.": {
 			data: bytesData(map[string]string{"a": "1"}),
-			// sha256(00 00 00 00 00 00 00 01 'a' 00 00 00 00 00 00 00 01 '1'), computed outside Go.
-			expHash: "0e9c3156ac694b081269e7631db910df955a4df29e20086134d7aa57f4e54795",
+			// HMAC-SHA256 under "k"x32 of 00..01 'a' 00..01 '1', computed outside Go.
+			expToken: "hmac-sha256:a18a8809328cd3281169e13ebb88d37be05906e8aea5883b975649db74eea989",
 		},
-		"One key should hash its explicit byte stream.": {
-			data:    bytesData(map[string]string{"a": "1"}),
-			expHash: streamHash("a", "1"),
+		"One key should give the token of its explicit byte stream.": {
+			data:     bytesData(map[string]string{"a": "1"}),
+			expToken: streamToken(key, "a", "1"),
 		},
-		"No data should hash to the SHA-256 of nothing.": {
-			data:    nil,
-			expHash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		"No data should give the HMAC of nothing.": {
+			data:     nil,
+			expToken: "hmac-sha256:a4ad8e340e32bf1d916005cb1dc92795148897965e36ae56c0adc357474b5372",
 		},
-		"Keys should be hashed in sorted order.": {
-			data:    bytesData(map[string]string{"username": "peter", "password": "asdf1234"}),
-			expHash: streamHash("password", "asdf1234", "username", "peter"),
+		"Keys should be encoded in sorted order.": {
+			data:     bytesData(map[string]string{"username": "peter", "password": "asdf1234"}),
+			expToken: streamToken(key, "password", "asdf1234", "username", "peter"),
 		},
 		"An empty value should still be length-delimited.": {
-			data:    map[string][]byte{"empty": {}},
-			expHash: streamHash("empty", ""),
+			data:     map[string][]byte{"empty": {}},
+			expToken: streamToken(key, "empty", ""),
 		},
-		"A nil value should hash like an empty one.": {
-			data:    map[string][]byte{"empty": nil},
-			expHash: streamHash("empty", ""),
+		"A nil value should give the token of an empty one.": {
+			data:     map[string][]byte{"empty": nil},
+			expToken: streamToken(key, "empty", ""),
 		},
-		"Moving a byte from the key to the value should change the hash.": {
-			data:    bytesData(map[string]string{"ab": "c"}),
-			expHash: "601d5476e2ccfe2c87a2bba7a322659734a05749d5b5aa781f513e4912db0d5f",
+		"Moving a byte from the key to the value should change the token.": {
+			data:     bytesData(map[string]string{"ab": "c"}),
+			expToken: "hmac-sha256:02da79c54ac65cad21e85fd6897eee9541cbb85926b40ab48ea048d9629d4af2",
 		},
-		"The value side of the moved byte should hash differently.": {
-			data:    bytesData(map[string]string{"a": "bc"}),
-			expHash: "3fafa1cf2f19a7c1129beb20cf0983f73a489a221fc0dd2f16d1be292d089205",
+		"The value side of the moved byte should give another token.": {
+			data:     bytesData(map[string]string{"a": "bc"}),
+			expToken: "hmac-sha256:a5ad25f792cb49a995331bfd46ab03b6af696fc406d82f166990dbe82ae174ad",
 		},
 	}
 	for name, test := range tests {
 		t.Run(name, func(t *testing.T) {
-			assert.Equal(t, test.expHash, DataHash(test.data))
+			assert.Equal(t, test.expToken, testTokens.Token(test.data))
 		})
 	}
+
+	t.Run("Another key should give another token for the same data.", func(t *testing.T) {
+		other, err := NewTokenKey(bytes.Repeat([]byte("o"), 32))
+		require.NoError(t, err)
+		data := bytesData(map[string]string{"username": "peter"})
+		assert.NotEqual(t, testTokens.Token(data), other.Token(data))
+	})
+	t.Run("The token should not hold the unkeyed digest of the data.", func(t *testing.T) {
+		data := bytesData(map[string]string{"username": "peter"})
+		unkeyed := hex.EncodeToString(LengthDelimitedSum(sha256.New(), data))
+		assert.NotContains(t, testTokens.Token(data), unkeyed)
+	})
+	t.Run("A short key should be refused.", func(t *testing.T) {
+		_, err := NewTokenKey([]byte("short"))
+		assert.Error(t, err)
+	})
+	t.Run("Generated keys should differ.", func(t *testing.T) {
+		a, err := GenerateTokenKey()
+		require.NoError(t, err)
+		b, err := GenerateTokenKey()
+		require.NoError(t, err)
+		data := bytesData(map[string]string{"k": "v"})
+		assert.NotEqual(t, a.Token(data), b.Token(data))
+	})
 }
 
 func TestSource(t *testing.T) {
@@ -401,7 +438,7 @@ func TestPlanSecret(t *testing.T) {
 	for name, test := range tests {
 		t.Run(name, func(t *testing.T) {
 			assert := assert.New(t)
-			got, err := PlanSecret("prod", test.req, remote, testSyncedAt)
+			got, err := PlanSecret("prod", test.req, remote, testSyncedAt, testTokens)
 			if test.expErr != "" {
 				require.Error(t, err)
 				assert.True(IsDeny(err), "a bad reference is a denial, not a fault")
@@ -430,7 +467,7 @@ func TestPlanSecretCopiesBytes(t *testing.T) {
 	}
 	for name, req := range reqs {
 		t.Run(name, func(t *testing.T) {
-			got, err := PlanSecret("prod", req, remote, testSyncedAt)
+			got, err := PlanSecret("prod", req, remote, testSyncedAt, testTokens)
 			require.NoError(t, err)
 			remote["user-credentials"].Data["username"][0] = 'P'
 			defer func() { remote["user-credentials"].Data["username"][0] = 'p' }()
@@ -442,7 +479,7 @@ func TestPlanSecretCopiesBytes(t *testing.T) {
 func TestPlanSecretSyncedAtIsUTC(t *testing.T) {
 	remote := RemoteSecrets{"db": upstream("db", corev1.SecretTypeOpaque, map[string]string{"k": "v"})}
 	at := time.Date(2026, 1, 1, 2, 0, 0, 0, time.FixedZone("CET", 2*60*60))
-	got, err := PlanSecret("prod", SecretRequest{Name: "db", Store: testStore, WholeSecret: true}, remote, at)
+	got, err := PlanSecret("prod", SecretRequest{Name: "db", Store: testStore, WholeSecret: true}, remote, at, testTokens)
 	require.NoError(t, err)
 	assert.Equal(t, "2026-01-01T00:00:00Z", got.Annotations[AnnotationSyncedAt])
 }
@@ -455,7 +492,7 @@ func TestCheckExisting(t *testing.T) {
 	req := SecretRequest{Name: "db", Store: testStore, Data: []DataEntry{
 		dataRef("username", "db", "username"), dataRef("password", "db", "password"),
 	}}
-	desired, err := PlanSecret("prod", req, remote, testSyncedAt)
+	desired, err := PlanSecret("prod", req, remote, testSyncedAt, testTokens)
 	require.NoError(t, err)
 
 	// current is what an earlier admission wrote, as read back from the API.
@@ -522,12 +559,26 @@ func TestCheckExisting(t *testing.T) {
 		"A copy with other data should be updated.": {
 			existing: current(func(s *corev1.Secret) {
 				s.Data = bytesData(map[string]string{"username": "peter", "password": "old"})
-				s.Annotations[AnnotationDataHash] = DataHash(s.Data)
+				s.Annotations[AnnotationDataHash] = testTokens.Token(s.Data)
 			}),
 			expWrite: true,
 		},
 		"A copy edited by hand under a current hash should be put back.": {
 			existing: current(func(s *corev1.Secret) { s.Data["password"] = []byte("edited") }),
+			expWrite: true,
+		},
+		"A copy an older version annotated with the unkeyed digest should be re-annotated.": {
+			existing: current(func(s *corev1.Secret) {
+				s.Annotations[AnnotationDataHash] = hex.EncodeToString(LengthDelimitedSum(sha256.New(), s.Data))
+			}),
+			expWrite: true,
+		},
+		"A copy tokenized under another key should be re-annotated.": {
+			existing: current(func(s *corev1.Secret) {
+				other, err := NewTokenKey(bytes.Repeat([]byte("o"), 32))
+				require.NoError(t, err)
+				s.Annotations[AnnotationDataHash] = other.Token(s.Data)
+			}),
 			expWrite: true,
 		},
 		"A copy without a hash should be updated.": {
@@ -543,7 +594,7 @@ func TestCheckExisting(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			assert := assert.New(t)
 			before := test.existing.DeepCopy()
-			write, err := CheckExisting(test.existing, desired)
+			write, err := CheckExisting(test.existing, desired, testTokens)
 			assert.Equal(before, test.existing, "CheckExisting must not change the Secret it checks")
 			if test.expErr != "" {
 				require.Error(t, err)

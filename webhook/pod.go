@@ -54,7 +54,8 @@ func MutatePod(pod *corev1.Pod, reqs []SecretRequest, hashes map[string]string) 
 }
 
 // statusValue renders the secret-relay.io/status annotation: every local Secret and
-// its data-hash, never a value. encoding/json sorts the keys, so the value is stable.
+// its keyed data token, never a value or anything a value can be guessed from.
+// encoding/json sorts the keys, so the value is stable.
 func statusValue(reqs []SecretRequest, hashes map[string]string) (string, error) {
 	status := make(map[string]string, len(reqs))
 	for _, req := range reqs {
@@ -62,7 +63,7 @@ func statusValue(reqs []SecretRequest, hashes map[string]string) (string, error)
 		if !ok || h == "" {
 			return "", fmt.Errorf("no data-hash for local Secret %q", req.Name)
 		}
-		status[req.Name] = "sha256:" + h
+		status[req.Name] = h
 	}
 	b, err := json.Marshal(status)
 	if err != nil {

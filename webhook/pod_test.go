@@ -68,7 +68,7 @@ func TestMutatePodGolden(t *testing.T) {
 			hashes := map[string]string{}
 			secrets := secretList{APIVersion: "v1", Kind: "List"}
 			for _, req := range reqs {
-				s, err := PlanSecret(pod.Namespace, req, remote, testSyncedAt)
+				s, err := PlanSecret(pod.Namespace, req, remote, testSyncedAt, testTokens)
 				require.NoError(t, err)
 				hashes[s.Name] = s.Annotations[AnnotationDataHash]
 				s.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
@@ -162,7 +162,7 @@ func marshalDocs(t *testing.T, name string, pod *corev1.Pod, secrets secretList)
 }
 
 func TestMutatePod(t *testing.T) {
-	hashes := map[string]string{"db": "abc", "app.tls": "def"}
+	hashes := map[string]string{"db": "hmac-sha256:abc", "app.tls": "hmac-sha256:def"}
 	basePod := func() *corev1.Pod {
 		return &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "prod"},
@@ -193,7 +193,7 @@ func TestMutatePod(t *testing.T) {
 			reqs: []SecretRequest{{Name: "db"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"sha256:abc"}`}
+				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				return p
 			},
 		},
@@ -202,7 +202,7 @@ func TestMutatePod(t *testing.T) {
 			reqs: []SecretRequest{{Name: "db"}, {Name: "app.tls"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"app.tls":"sha256:def","db":"sha256:abc"}`}
+				p.Annotations = map[string]string{AnnotationStatus: `{"app.tls":"hmac-sha256:def","db":"hmac-sha256:abc"}`}
 				return p
 			},
 		},
@@ -215,7 +215,7 @@ func TestMutatePod(t *testing.T) {
 			reqs: []SecretRequest{{Name: "db", Env: true}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"sha256:abc"}`}
+				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				p.Spec.InitContainers[0].EnvFrom = []corev1.EnvFromSource{dbEnv}
 				p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}}}, dbEnv}
 				p.Spec.Containers[1].EnvFrom = []corev1.EnvFromSource{dbEnv}
@@ -235,7 +235,7 @@ func TestMutatePod(t *testing.T) {
 				p := basePod()
 				p.Spec.InitContainers = nil
 				p.Spec.Containers = p.Spec.Containers[:1]
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"sha256:abc"}`}
+				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{Prefix: "DB_", SecretRef: dbEnv.SecretRef}, dbEnv}
 				return p
 			},
@@ -245,7 +245,7 @@ func TestMutatePod(t *testing.T) {
 			reqs: []SecretRequest{{Name: "db", MountPath: "/etc/db"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"sha256:abc"}`}
+				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				p.Spec.Volumes = []corev1.Volume{dbVolume}
 				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{dbMount}
 				p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{dbMount}
@@ -268,7 +268,7 @@ func TestMutatePod(t *testing.T) {
 				v := dbVolume.DeepCopy()
 				mode := int32(0o644)
 				v.Secret.DefaultMode = &mode
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"sha256:abc"}`}
+				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				p.Spec.Volumes = []corev1.Volume{*v}
 				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{dbMount}
 				p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: "secret-relay-db", MountPath: "/etc/db/", ReadOnly: true}}
@@ -280,7 +280,7 @@ func TestMutatePod(t *testing.T) {
 			reqs: []SecretRequest{{Name: "app.tls", MountPath: "/etc/tls"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"app.tls":"sha256:def"}`}
+				p.Annotations = map[string]string{AnnotationStatus: `{"app.tls":"hmac-sha256:def"}`}
 				name := volumeName("app.tls")
 				p.Spec.Volumes = []corev1.Volume{{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "app.tls"}}}}
 				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: name, MountPath: "/etc/tls", ReadOnly: true}}

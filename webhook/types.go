@@ -10,13 +10,15 @@ const (
 	AnnotationStore = Prefix + "store"
 	// AnnotationSecrets is the YAML or JSON list of Secrets the pod wants relayed.
 	AnnotationSecrets = Prefix + "secrets"
-	// AnnotationStatus, on an admitted pod, maps each relayed local Secret to
-	// "sha256:<data-hash>".
+	// AnnotationStatus, on an admitted pod, maps each relayed local Secret to its
+	// data token, as its AnnotationDataHash holds it.
 	AnnotationStatus = Prefix + "status"
 
 	// AnnotationSource, on a local Secret, says where it came from, as JSON.
 	AnnotationSource = Prefix + "source"
-	// AnnotationDataHash, on a local Secret, is the hex SHA-256 of its data.
+	// AnnotationDataHash, on a local Secret, is the keyed token of its data
+	// (TokenKey.Token): equal data, equal token, and nothing about a value without
+	// the installation's key.
 	AnnotationDataHash = Prefix + "data-hash"
 	// AnnotationSyncedAt, on a local Secret, is when it was last written, RFC 3339.
 	AnnotationSyncedAt = Prefix + "synced-at"

@@ -23,6 +23,9 @@ type Flags struct {
 	LeaderElect     bool
 	LogLevel        zapcore.Level
 	LogFormat       string
+	// ClientCAFile, when set, makes the webhook listener require client
+	// certificates that this bundle verifies.
+	ClientCAFile string
 
 	// Not in the contract's table: tuning knobs, mostly for tests.
 	StoreValidationInterval time.Duration
@@ -52,6 +55,7 @@ func parseFlags(args []string, output io.Writer) (Flags, error) {
 	fs.BoolVar(&f.LeaderElect, "leader-elect", true, "only the leader writes during background sync")
 	fs.TextVar(&f.LogLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&f.ClientCAFile, "client-ca-file", "", "when set, the webhook listener requires a client certificate signed by this CA bundle (the API server's, from its AdmissionConfiguration kubeConfigFile); re-read when it changes")
 	fs.DurationVar(&f.StoreValidationInterval, "store-validation-interval", 5*time.Minute, "how often every store is validated again")
 	fs.DurationVar(&f.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often the serving certificate files are checked for changes")
 	fs.DurationVar(&f.ShutdownDelay, "shutdown-delay", 3*time.Second, "after SIGTERM, how long to keep answering reviews while clients move to other replicas")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +20,14 @@ const leaseName = "secret-relay"
 
 // runLeading runs fn while this replica holds the leader lease, and again each time it
 // wins it back, until ctx ends. Without --leader-elect it just runs fn.
+//
+// controller-runtime's manager exits when it loses its lease and lets a restart
+// campaign again. This process also serves admission, which must not stop with a
+// lost renew deadline; so a lost term only ends fn's context, and the replica
+// campaigns again. Terms never overlap: a new one waits for the last one's fn to
+// return, since client-go starts the leading callback on a goroutine of its own and
+// does not wait for it. When fn returns while the lease is still held, the lease is
+// given up rather than held with nothing running.
 func runLeading(ctx context.Context, f Flags, kube kubernetes.Interface, logger *zap.Logger, fn func(context.Context) error) error {
 	if !f.LeaderElect {
 		return fn(ctx)
@@ -29,9 +39,10 @@ func runLeading(ctx context.Context, f Flags, kube kubernetes.Interface, logger 
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
-	errc := make(chan error, 1)
+	var term sync.Mutex // held while a term's fn runs
 	for ctx.Err() == nil {
-		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		campaign, endCampaign := context.WithCancel(ctx)
+		leaderelection.RunOrDie(campaign, leaderelection.LeaderElectionConfig{
 			Lock:            lock,
 			LeaseDuration:   f.Lease.Duration,
 			RenewDeadline:   f.Lease.RenewDeadline,
@@ -39,23 +50,26 @@ func runLeading(ctx context.Context, f Flags, kube kubernetes.Interface, logger 
 			ReleaseOnCancel: true,
 			Name:            leaseName,
 			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: func(ctx context.Context) {
+				OnStartedLeading: func(leading context.Context) {
+					term.Lock()
+					defer term.Unlock()
 					logger.Info("became leader", zap.String("identity", id))
-					if err := fn(ctx); err != nil {
-						select {
-						case errc <- err:
-						default:
-						}
+					if err := fn(leading); err != nil {
+						logger.Error("leader work stopped; giving up the lease", zap.Error(err))
 					}
+					endCampaign()
 				},
 				OnStoppedLeading: func() { logger.Info("stopped leading", zap.String("identity", id)) },
 			},
 		})
+		endCampaign()
 		select {
-		case err := <-errc:
-			return err
-		default:
+		case <-ctx.Done():
+		case <-time.After(f.Lease.RetryPeriod):
 		}
 	}
+	// Wait for the last term's work to stop before anything it uses goes away.
+	term.Lock()
+	defer term.Unlock()
 	return nil
 }

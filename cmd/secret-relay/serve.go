@@ -90,6 +90,10 @@ func serve(ctx context.Context, f Flags) error {
 		return err
 	}
 	reloader := certs.NewReloader(f.TLSCertFile, f.TLSKeyFile, f.CertReloadInterval)
+	var clientCAs *certs.CABundle
+	if f.ClientCAFile != "" {
+		clientCAs = certs.NewCABundle(f.ClientCAFile, f.CertReloadInterval)
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
@@ -107,6 +111,11 @@ func serve(ctx context.Context, f Flags) error {
 	goRun("certificate reloader", func(ctx context.Context) error {
 		return reloader.Start(ctx, zapr.NewLogger(logger.Named("certs")))
 	})
+	if clientCAs != nil {
+		goRun("client CA reloader", func(ctx context.Context) error {
+			return clientCAs.Start(ctx, zapr.NewLogger(logger.Named("certs")))
+		})
+	}
 	parts.start(runCtx, goRun)
 	// The lease is released as soon as the signal comes, so that another replica
 	// takes over background writes at once.
@@ -120,7 +129,7 @@ func serve(ctx context.Context, f Flags) error {
 	webhookSrv := &http.Server{
 		Addr:              f.WebhookAddress,
 		Handler:           mux,
-		TLSConfig:         reloader.ServerTLSConfig(),
+		TLSConfig:         reloader.ServerTLSConfig(clientCAs),
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -133,6 +142,7 @@ func serve(ctx context.Context, f Flags) error {
 		Handler: probeMux(reg, []readyCheck{
 			{name: "not shutting down", ok: func(context.Context) error { return boolErr(!draining.Load(), "draining") }},
 			{name: "serving certificate", ok: func(context.Context) error { return boolErr(reloader.Loaded(), "not loaded") }},
+			{name: "client CA bundle", ok: func(context.Context) error { return boolErr(clientCAs == nil || clientCAs.Loaded(), "not loaded") }},
 			{name: "caches", ok: func(context.Context) error { return parts.synced() }},
 			downstreamAnswers(down.kube),
 		}),

@@ -3,18 +3,19 @@ package main
 import (
 	"context"
 	"errors"
+	"maps"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -28,12 +29,13 @@ type relayParts struct {
 	kube       kubernetes.Interface
 	stores     *remote.StoreCache
 	local      *webhook.ManagedSecrets
-	upstreams  *remote.Upstreams
+	tokens     *webhook.KeyedTokens
 	namespaces informers.SharedInformerFactory
 	validator  *remote.StoreValidator
 	syncer     *remote.SyncController
 	mutator    *webhook.Mutator
 	events     record.EventBroadcaster
+	nsSynced   cache.InformerSynced
 }
 
 // downstream are the downstream clients: kube and dyn for caches and background
@@ -51,60 +53,70 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 	recorder := p.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "secret-relay"})
 
 	p.stores = remote.NewStoreCache(dyn, f.StoreValidationInterval)
+	reg.MustRegister(remote.NewStoreReadyCollector(p.stores))
 	p.local = webhook.NewManagedSecrets(kube)
-	clients := remote.NewClients(remote.NewRefCache(ctx, kube), metrics)
-	p.upstreams = remote.NewUpstreams(ctx, clients, metrics)
+	refs := remote.NewRefCache(ctx, kube)
+	clients := remote.NewClients(refs, metrics)
+	upstreams := remote.NewUpstreams(ctx, clients, metrics)
 	p.namespaces = informers.NewSharedInformerFactoryWithOptions(kube, 0)
-	nsLister := p.namespaces.Core().V1().Namespaces().Lister()
+	nsInformer := p.namespaces.Core().V1().Namespaces()
+	p.nsSynced = nsInformer.Informer().HasSynced
+	authz := remote.NewAuthorizer(p.stores, namespaceLookup(kube, nsInformer.Lister()))
+	p.tokens = webhook.NewKeyedTokens(kube, f.Namespace, logger.Named("tokens"), func() { p.syncer.ResyncAll() })
 
 	var err error
 	if p.validator, err = remote.NewStoreValidator(remote.StoreValidatorConfig{
 		Dynamic: dyn, Stores: p.stores, Clients: clients, Recorder: recorder, Logger: logger.Named("stores"),
+		Interval: f.StoreValidationInterval,
 	}); err != nil {
 		return nil, err
 	}
 	if p.syncer, err = remote.NewSyncController(remote.SyncConfig{
-		Local: p.local, Stores: p.stores, Upstreams: p.upstreams, Metrics: metrics, Recorder: recorder, Logger: logger.Named("sync"),
+		Local: p.local, Stores: p.stores, Authorizer: authz, Upstreams: upstreams, Tokens: p.tokens,
+		Metrics: metrics, Recorder: recorder, Logger: logger.Named("sync"),
+		WaitFor: []cache.InformerSynced{p.nsSynced, p.tokens.Loaded},
 	}); err != nil {
 		return nil, err
 	}
-	// A deleted store's upstream cache and client go with it.
-	for _, inf := range p.stores.Informers() {
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
-			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = tomb.Obj
-			}
-			if u, ok := obj.(*unstructured.Unstructured); ok {
-				if s, err := remote.StoreFromUnstructured(u); err == nil {
-					p.upstreams.Forget(s.String())
-				}
-			}
-		}}); err != nil {
-			return nil, err
-		}
+	// A store's change, or a change of what it references, reaches its status and
+	// its copies; a deleted store's upstream cache and client go with it.
+	if err := p.stores.Watch(refs, remote.StoreHandlers{
+		Changed: func(s *remote.Store) { p.validator.Revalidate(s); p.syncer.StoreChanged(s) },
+		Deleted: func(s *remote.Store) { upstreams.Forget(s.String()) },
+	}); err != nil {
+		return nil, err
 	}
-	namespaceLabels := func(ctx context.Context, ns string) (map[string]string, error) {
-		obj, err := nsLister.Get(ns)
-		if apierrors.IsNotFound(err) {
-			// Created a moment ago: the informer has not seen it yet.
-			live, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			if err != nil {
-				return nil, err
-			}
-			return live.Labels, nil
+	upstreams.OnHealth(p.validator.RevalidateSoon)
+	// New labels may change which ClusterSecretStores a namespace may use.
+	if _, err := nsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: func(old, obj any) {
+		o, n := old.(*corev1.Namespace), obj.(*corev1.Namespace)
+		if !maps.Equal(o.Labels, n.Labels) || n.DeletionTimestamp != nil {
+			p.syncer.NamespaceChanged(n.Name)
 		}
-		if err != nil {
-			return nil, err
-		}
-		return obj.Labels, nil
+	}}); err != nil {
+		return nil, err
 	}
 	p.mutator, err = webhook.NewMutator(webhook.MutatorConfig{
-		Stores:          remote.NewResolver(p.stores, p.upstreams, namespaceLabels, p.validator.Revalidate),
-		Local:           p.local.WritingWith(down.admission),
-		UpstreamTimeout: f.UpstreamTimeout,
-		Logger:          logger.Named("mutator"),
+		Stores:             remote.NewResolver(authz, upstreams),
+		Local:              p.local.WritingWith(down.admission),
+		Tokens:             p.tokens,
+		UnservedNamespaces: []string{metav1.NamespaceSystem, f.Namespace},
+		UpstreamTimeout:    f.UpstreamTimeout,
+		Logger:             logger.Named("mutator"),
 	})
 	return p, err
+}
+
+// namespaceLookup reads namespaces from the informer, and one created a moment ago,
+// which the informer has not seen yet, from the API.
+func namespaceLookup(kube kubernetes.Interface, lister corelisters.NamespaceLister) remote.NamespaceLookup {
+	return func(ctx context.Context, name string) (*corev1.Namespace, error) {
+		ns, err := lister.Get(name)
+		if apierrors.IsNotFound(err) {
+			return kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		}
+		return ns, err
+	}
 }
 
 // start runs what every replica runs: the caches and the sync controller, which
@@ -113,6 +125,7 @@ func (p *relayParts) start(ctx context.Context, goRun func(string, func(context.
 	p.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.kube.CoreV1().Events("")})
 	p.stores.Start(ctx)
 	p.namespaces.Start(ctx.Done())
+	goRun("token key", func(ctx context.Context) error { p.tokens.Run(ctx); return nil })
 	goRun("managed Secrets cache", func(ctx context.Context) error { p.local.Run(ctx); return nil })
 	goRun("sync controller", p.syncer.Run)
 	go func() {
@@ -121,24 +134,27 @@ func (p *relayParts) start(ctx context.Context, goRun func(string, func(context.
 	}()
 }
 
-// lead runs while this replica holds the lease: background writes.
+// lead runs one leadership term: background writes, until ctx ends.
 func (p *relayParts) lead(ctx context.Context) error {
 	p.syncer.SetLeader(true)
 	defer p.syncer.SetLeader(false)
 	return p.validator.Run(ctx)
 }
 
-// synced is the caches' part of /readyz.
+// synced is the caches' part of /readyz. It depends on the downstream cluster
+// alone: no upstream, however broken, makes a replica unready (contract §2).
 func (p *relayParts) synced() error {
 	switch {
 	case !p.stores.Synced():
 		return errors.New("store informers not synced")
 	case !p.local.Synced():
 		return errors.New("managed Secrets not synced")
+	case !p.nsSynced():
+		return errors.New("namespaces not synced")
+	case !p.tokens.Loaded():
+		return errors.New("token key not loaded")
 	case !p.syncer.Primed():
-		return errors.New("local copies not yet checked against their stores")
-	case !p.upstreams.Synced():
-		return errors.New("upstream caches not synced")
+		return errors.New("local copies not yet indexed")
 	}
 	return nil
 }

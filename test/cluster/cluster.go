@@ -54,6 +54,8 @@ type Options struct {
 	AuditLog bool
 	// CRDDirs are installed once the API server is up.
 	CRDDirs []string
+	// APIServerArgs are extra kube-apiserver flags, without the leading dashes.
+	APIServerArgs map[string]string
 }
 
 // ControlPlane is one running cluster: etcd and kube-apiserver, no kubelet and no
@@ -129,6 +131,9 @@ func start(t testing.TB, name string, opts Options) (*ControlPlane, error) {
 		if err := cp.configureAudit(api); err != nil {
 			return nil, err
 		}
+	}
+	for k, v := range opts.APIServerArgs {
+		api.Configure().Set(k, v)
 	}
 	cp.env = &envtest.Environment{
 		BinaryAssetsDirectory:    bin,

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
+	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // CRDDir is manifests/crds of this checkout.
@@ -59,6 +60,14 @@ type Relay struct {
 // says ready, and stops it with SIGTERM when the test ends.
 func StartRelay(t testing.TB, binary, logDir string, down *ControlPlane, extraArgs ...string) *Relay {
 	t.Helper()
+	r := LaunchRelay(t, binary, logDir, down, extraArgs...)
+	r.WaitReady(t, 60*time.Second)
+	return r
+}
+
+// LaunchRelay is StartRelay without the wait for /readyz, for tests that time it.
+func LaunchRelay(t testing.TB, binary, logDir string, down *ControlPlane, extraArgs ...string) *Relay {
+	t.Helper()
 	down.EnsureNamespace(t, "secret-relay")
 	r := &Relay{Cert: NewServingCert(t), exited: make(chan struct{})}
 	webhookAddr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
@@ -89,26 +98,36 @@ func StartRelay(t testing.TB, binary, logDir string, down *ControlPlane, extraAr
 		close(r.exited)
 	}()
 	t.Cleanup(func() { r.Stop(t) })
+	return r
+}
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(r.ProbeURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return r
-			}
-		}
+// Ready reports whether /readyz answers 200 now.
+func (r *Relay) Ready() bool {
+	resp, err := http.Get(r.ProbeURL + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// WaitReady waits until /readyz answers 200 and returns how long that took; it fails
+// the test when the process exits first or within passes.
+func (r *Relay) WaitReady(t testing.TB, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !r.Ready() {
 		select {
 		case <-r.exited:
 			t.Fatalf("secret-relay exited before it was ready:\n%s", r.LogTail())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("secret-relay not ready within 60s:\n%s", r.LogTail())
+		if time.Since(start) > within {
+			t.Fatalf("secret-relay not ready within %s:\n%s", within, r.LogTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return time.Since(start)
 }
 
 // PID is the process's ID.
@@ -132,9 +151,15 @@ func (r *Relay) Stop(t testing.TB) {
 }
 
 // BecameLeader reports whether the process's log says it took the leader lease.
-func (r *Relay) BecameLeader() bool {
+func (r *Relay) BecameLeader() bool { return r.LeaderTerms() > 0 }
+
+// LeaderTerms counts the times the process's log says it took the leader lease.
+func (r *Relay) LeaderTerms() int { return r.LogCount(`"msg":"became leader"`) }
+
+// LogCount counts the lines of the process's log that contain s.
+func (r *Relay) LogCount(s string) int {
 	data, _ := os.ReadFile(r.LogFile)
-	return strings.Contains(string(data), `"msg":"became leader"`)
+	return strings.Count(string(data), s)
 }
 
 // LogTail is the end of the process's log, for failure messages.
@@ -234,16 +259,30 @@ func NewWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
 // put something between the API server and the relay.
 func NewUnregisteredWorld(t testing.TB, binary, logDir string, relayArgs ...string) *World {
 	t.Helper()
+	return NewCustomWorld(t, binary, logDir, WorldOptions{RelayArgs: relayArgs})
+}
+
+// WorldOptions shape a World made by NewCustomWorld.
+type WorldOptions struct {
+	// DownstreamArgs are extra flags for the downstream kube-apiserver.
+	DownstreamArgs map[string]string
+	// RelayArgs are extra flags for secret-relay serve.
+	RelayArgs []string
+}
+
+// NewCustomWorld is NewUnregisteredWorld shaped by opts.
+func NewCustomWorld(t testing.TB, binary, logDir string, opts WorldOptions) *World {
+	t.Helper()
 	// The downstream audit log holds the denials the API server returned, for tests
 	// that scan them.
-	up, down := StartPair(t, Options{CRDDirs: []string{CRDDir()}, AuditLog: true})
+	up, down := StartPair(t, Options{CRDDirs: []string{CRDDir()}, AuditLog: true, APIServerArgs: opts.DownstreamArgs})
 	w := &World{Up: up, Down: down}
 	var err error
 	w.Dynamic, err = dynamic.NewForConfig(down.Config)
 	require.NoError(t, err)
 	up.CreateSecret(t, "default", "user-credentials", map[string]string{"username": "peter", "password": "asdf1234"})
 	w.Reader = up.SeedReader(t, "default")
-	w.Relay = StartRelay(t, binary, logDir, down, relayArgs...)
+	w.Relay = StartRelay(t, binary, logDir, down, opts.RelayArgs...)
 	return w
 }
 
@@ -270,18 +309,7 @@ func (w *World) SeedStoreAt(t testing.TB, ns, name, url string) {
 
 func (w *World) seedStore(t testing.TB, ns, name string, reader Reader, url string) {
 	t.Helper()
-	ctx := Context(t)
-	w.Down.EnsureNamespace(t, ns)
-	_, err := w.Down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "remote-sa-token"},
-		StringData: map[string]string{"token": reader.Token},
-	}, metav1.CreateOptions{})
-	require.NoError(t, ignoreExists[any](nil, err))
-	_, err = w.Down.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-root-remote-ca.crt"},
-		Data:       map[string]string{"ca.crt": string(w.Up.CA())},
-	}, metav1.CreateOptions{})
-	require.NoError(t, ignoreExists[any](nil, err))
+	w.seedStoreRefs(t, ns, reader)
 	w.Apply(t, fmt.Sprintf(`
 apiVersion: secret-relay.io/v1alpha1
 kind: SecretStore
@@ -297,6 +325,30 @@ spec:
         token:
           bearerToken: {name: remote-sa-token, key: token}
 `, name, ns, url, reader.Namespace))
+}
+
+// SeedStoreRefs creates, in downstream namespace ns, the seed's remote-sa-token
+// Secret and kube-root-remote-ca.crt ConfigMap, unless they exist: what a store
+// references, for ClusterSecretStores that name ns.
+func (w *World) SeedStoreRefs(t testing.TB, ns string) {
+	t.Helper()
+	w.seedStoreRefs(t, ns, w.Reader)
+}
+
+func (w *World) seedStoreRefs(t testing.TB, ns string, reader Reader) {
+	t.Helper()
+	ctx := Context(t)
+	w.Down.EnsureNamespace(t, ns)
+	_, err := w.Down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "remote-sa-token"},
+		StringData: map[string]string{"token": reader.Token},
+	}, metav1.CreateOptions{})
+	require.NoError(t, ignoreExists[any](nil, err))
+	_, err = w.Down.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-root-remote-ca.crt"},
+		Data:       map[string]string{"ca.crt": string(w.Up.CA())},
+	}, metav1.CreateOptions{})
+	require.NoError(t, ignoreExists[any](nil, err))
 }
 
 // SeedTokenStore creates, in namespace ns, a Secret named token holding token and a
@@ -335,6 +387,17 @@ func (w *World) Apply(t testing.TB, manifest string) {
 		_, err = w.Dynamic.Resource(gvr).Create(Context(t), u, metav1.CreateOptions{})
 	}
 	require.NoError(t, err)
+}
+
+// Tokens is the relay installation's token key, read from its Secret in the
+// secret-relay namespace, so that a test can check the tokens it finds.
+func (w *World) Tokens(t testing.TB) webhook.TokenKey {
+	t.Helper()
+	s, err := w.Down.Client.CoreV1().Secrets("secret-relay").Get(Context(t), webhook.TokenKeySecret, metav1.GetOptions{})
+	require.NoError(t, err)
+	key, err := webhook.NewTokenKey(s.Data["key"])
+	require.NoError(t, err)
+	return key
 }
 
 // Pod is a minimal pod with the given annotations.

@@ -223,7 +223,7 @@ func TestDemo(t *testing.T) {
 	if got != "peter" {
 		t.Fatalf("pulled-secrets has username %q, want %q", got, "peter")
 	}
-	say("# What the webhook recorded on the pod (hashes, never values), and what it added:")
+	say("# What the webhook recorded on the pod (keyed tokens, never values or their hashes), and what it added:")
 	k2.run(`$ kubectl get pod app -o jsonpath='{.metadata.annotations.secret-relay\.io/status}'`,
 		"get", "pod", "app", "-o", `jsonpath={.metadata.annotations.secret-relay\.io/status}`)
 	k2.run(`$ kubectl get pod app -o jsonpath='{.spec.containers[0].envFrom}'`,

@@ -53,13 +53,13 @@ func TestRelay(t *testing.T) {
 			assert.Equal(t, "secret-relay", s.Labels["app.kubernetes.io/managed-by"])
 			assert.Contains(t, s.Annotations[webhook.AnnotationSource], `"SecretStore"`)
 			assert.Contains(t, s.Annotations[webhook.AnnotationSource], `"remote-k8s-store"`)
-			assert.Equal(t, webhook.DataHash(s.Data), s.Annotations[webhook.AnnotationDataHash])
+			assert.Equal(t, w.Tokens(t).Token(s.Data), s.Annotations[webhook.AnnotationDataHash])
 			_, err = time.Parse(time.RFC3339, s.Annotations[webhook.AnnotationSyncedAt])
 			assert.NoError(t, err)
 
 			var status map[string]string
 			require.NoError(t, json.Unmarshal([]byte(created.Annotations[webhook.AnnotationStatus]), &status))
-			assert.Equal(t, map[string]string{"pulled-secrets": "sha256:" + s.Annotations[webhook.AnnotationDataHash]}, status)
+			assert.Equal(t, map[string]string{"pulled-secrets": s.Annotations[webhook.AnnotationDataHash]}, status)
 		})
 
 		t.Run("The whole-secret shorthand should copy every key and the type.", func(t *testing.T) {
@@ -181,7 +181,7 @@ spec:
 				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			require.NoError(t, err)
-			assert.Contains(t, created.Annotations[webhook.AnnotationStatus], `"pulled-secrets":"sha256:`)
+			assert.Contains(t, created.Annotations[webhook.AnnotationStatus], `"pulled-secrets":"hmac-sha256:`)
 			_, err = w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 			assert.True(t, apierrors.IsNotFound(err), "dryRun writes no Secret, got %v", err)
 			_, err = w.Down.Client.CoreV1().Pods(ns).Get(cluster.Context(t), "dry", metav1.GetOptions{})

@@ -53,7 +53,7 @@ func TestSync(t *testing.T) {
 					continue
 				}
 				t.Logf("local copy updated %s after the upstream change", time.Since(changed).Round(time.Millisecond))
-				assert.Equal(t, webhook.DataHash(s.Data), s.Annotations[webhook.AnnotationDataHash])
+				assert.Equal(t, w.Tokens(t).Token(s.Data), s.Annotations[webhook.AnnotationDataHash])
 				assert.Equal(t, map[string][]byte{"username": []byte("s3cr3t-rotated-username")}, s.Data, "still only the chosen key")
 				require.Eventually(t, func() bool { return w.Relay.Metric(t, "secret_relay_sync_lag_seconds_count") >= 1 }, 5*time.Second, 50*time.Millisecond)
 				assert.GreaterOrEqual(t, w.Relay.Metric(t, "secret_relay_syncs_total", `result="updated"`), 1.0)

@@ -1,0 +1,111 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/secret-relay/secret-relay/api/v1alpha1"
+	"github.com/secret-relay/secret-relay/webhook"
+)
+
+func TestAuthorize(t *testing.T) {
+	terminating := namespace("leaving", nil)
+	terminating.Status.Phase = corev1.NamespaceTerminating
+	h := newHarness(t, []*unstructured.Unstructured{
+		storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", ""),
+		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "everyone", ""),
+		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "listed", "[{namespaces: [team-a]}]"),
+		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "labelled", "[{namespaceSelector: {matchLabels: {relay: allowed}}}]"),
+		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "regex", `[{namespaceRegexes: ["team-.*"]}]`),
+		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "broken", `[{namespaceRegexes: ["("]}]`),
+	}, []runtime.Object{
+		namespace("team-a", nil), namespace("team-b", map[string]string{"relay": "allowed"}), namespace("evil", nil), terminating,
+	}, nil)
+	h.start()
+
+	secretStore := func(name string) webhook.StoreRef { return webhook.StoreRef{Kind: webhook.SecretStoreKind, Name: name} }
+	clusterStore := func(name string) webhook.StoreRef {
+		return webhook.StoreRef{Kind: webhook.ClusterSecretStoreKind, Name: name}
+	}
+	tests := map[string]struct {
+		ns       string
+		ref      webhook.StoreRef
+		expCause error
+		expMsg   string
+	}{
+		"A SecretStore should serve its own namespace.": {ns: "team-a", ref: secretStore("own")},
+		"A SecretStore should not be found from another namespace.": {ns: "evil", ref: secretStore("own"),
+			expCause: ErrStoreNotFound, expMsg: `secret-relay: store SecretStore/own not found in namespace "evil"`},
+		"A ClusterSecretStore without conditions should serve every namespace.": {ns: "evil", ref: clusterStore("everyone")},
+		"A listed namespace should be admitted.":                                {ns: "team-a", ref: clusterStore("listed")},
+		"An unlisted namespace should not be admitted.": {ns: "evil", ref: clusterStore("listed"),
+			expCause: ErrNotAllowed, expMsg: `secret-relay: namespace "evil" may not use store ClusterSecretStore/listed`},
+		"A namespace with the selected labels should be admitted.": {ns: "team-b", ref: clusterStore("labelled")},
+		"A namespace without them should not.": {ns: "team-a", ref: clusterStore("labelled"),
+			expCause: ErrNotAllowed, expMsg: `secret-relay: namespace "team-a" may not use store ClusterSecretStore/labelled`},
+		"A regex should match the whole name.": {ns: "team-b", ref: clusterStore("regex")},
+		"A regex should not match part of a name.": {ns: "evil", ref: clusterStore("regex"),
+			expCause: ErrNotAllowed},
+		"An invalid regex should be a misconfigured store for everyone.": {ns: "team-a", ref: clusterStore("broken"),
+			expCause: ErrInvalidStoreConfiguration, expMsg: `secret-relay: store ClusterSecretStore/broken is misconfigured: spec.conditions[0].namespaceRegexes[0] is not a valid regular expression: error parsing regexp: missing closing ): ` + "`(`"},
+		"A missing ClusterSecretStore should not be found.": {ns: "team-a", ref: clusterStore("nope"),
+			expCause: ErrStoreNotFound, expMsg: `secret-relay: store ClusterSecretStore/nope not found`},
+		"A namespace that does not exist should be refused before any store is looked at.": {ns: "ghost", ref: clusterStore("everyone"),
+			expCause: ErrNamespaceNotFound, expMsg: `secret-relay: namespace "ghost" not found`},
+		"A namespace being deleted should be refused.": {ns: "leaving", ref: clusterStore("everyone"),
+			expCause: ErrNamespaceNotFound, expMsg: `secret-relay: namespace "leaving" is being deleted`},
+	}
+	for name, test := range tests {
+		t.Run(name, func(t *testing.T) {
+			g, err := h.authz.Authorize(context.Background(), test.ns, test.ref)
+			if test.expCause == nil {
+				require.NoError(t, err)
+				assert.Equal(t, test.ns, g.Namespace())
+				assert.Equal(t, test.ref.Name, g.Store().Name)
+				return
+			}
+			require.Error(t, err)
+			assert.Nil(t, g)
+			assert.ErrorIs(t, err, test.expCause)
+			assert.True(t, Refused(err))
+			assert.True(t, webhook.IsDeny(err), "a refusal is a denial the user reads")
+			if test.expMsg != "" {
+				assert.Equal(t, test.expMsg, err.Error())
+			}
+		})
+	}
+
+	t.Run("A failure to read the namespace should not count as a refusal.", func(t *testing.T) {
+		authz := NewAuthorizer(h.stores, func(context.Context, string) (*corev1.Namespace, error) {
+			return nil, errors.New("the downstream API server timed out")
+		})
+		_, err := authz.Authorize(context.Background(), "team-a", secretStore("own"))
+		require.Error(t, err)
+		assert.False(t, Refused(err), "a sync retries it instead of giving up on the copy")
+		assert.False(t, webhook.IsDeny(err))
+	})
+
+	t.Run("A change of conditions should apply to the next decision.", func(t *testing.T) {
+		u, err := h.dyn.Resource(v1alpha1.ClusterSecretStoreGVR).Get(context.Background(), "listed", metav1.GetOptions{})
+		require.NoError(t, err)
+		require.NoError(t, unstructured.SetNestedSlice(u.Object, []any{map[string]any{"namespaces": []any{"evil"}}}, "spec", "conditions"))
+		u.SetGeneration(2)
+		u.SetResourceVersion("2") // the fake keeps none; an API server always moves it
+		_, err = h.dyn.Resource(v1alpha1.ClusterSecretStoreGVR).Update(context.Background(), u, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		assert.Eventually(t, func() bool {
+			_, err := h.authz.Authorize(context.Background(), "team-a", clusterStore("listed"))
+			_, errEvil := h.authz.Authorize(context.Background(), "evil", clusterStore("listed"))
+			return errors.Is(err, ErrNotAllowed) && errEvil == nil
+		}, 5*time.Second, 10*time.Millisecond)
+	})
+}

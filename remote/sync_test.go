@@ -1,0 +1,166 @@
+package remote
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+
+	"github.com/secret-relay/secret-relay/api/v1alpha1"
+	"github.com/secret-relay/secret-relay/webhook"
+)
+
+// syncHarness starts a SyncController on a harness.
+func (h *harness) startSync(leader bool) *SyncController {
+	h.t.Helper()
+	c, err := NewSyncController(SyncConfig{
+		Local: h.local, Stores: h.stores, Authorizer: h.authz, Upstreams: h.upstreams, Tokens: h.tokens, Recorder: h.recorder,
+	})
+	require.NoError(h.t, err)
+	h.start()
+	c.SetLeader(leader)
+	go func() { _ = c.Run(h.ctx) }()
+	require.Eventually(h.t, c.Primed, 5*time.Second, 10*time.Millisecond)
+	return c
+}
+
+var (
+	teamAOnly = webhook.StoreRef{Kind: webhook.ClusterSecretStoreKind, Name: "team-a-only"}
+	labelled  = webhook.StoreRef{Kind: webhook.ClusterSecretStoreKind, Name: "labelled"}
+	ownStore  = webhook.StoreRef{Kind: webhook.SecretStoreKind, Name: "own"}
+)
+
+func syncStores(t *testing.T) []*unstructured.Unstructured {
+	return []*unstructured.Unstructured{
+		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "team-a-only", "[{namespaces: [team-a]}]"),
+		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "labelled", "[{namespaceSelector: {matchLabels: {relay: allowed}}}]"),
+		storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", ""),
+	}
+}
+
+func TestSyncController(t *testing.T) {
+	t.Run("A forged copy should get nothing its namespace could not have asked for.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
+		real := h.managedCopy("team-a", "creds", teamAOnly, map[string]string{"username": "stale"}, "")
+		// A tenant who may create Secrets in evil copies what a copy looks like,
+		// and one in team-b names team-a's own SecretStore.
+		forged := h.managedCopy("evil", "creds", teamAOnly, map[string]string{"username": "nobody"}, "")
+		borrowed := h.managedCopy("team-b", "creds", ownStore, map[string]string{"username": "nobody"}, "")
+		for _, obj := range []runtime.Object{namespace("team-a", nil), namespace("evil", nil), namespace("team-b", nil),
+			tokenSecret("store-config"), tokenSecret("team-a"), real, forged, borrowed} {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+		h.startSync(true)
+
+		require.Eventually(t, func() bool { return h.copyValue("team-a", "creds", "username") == "peter" }, 5*time.Second, 10*time.Millisecond,
+			"the copy its namespace may have is synced")
+		time.Sleep(200 * time.Millisecond)
+		assert.Equal(t, "nobody", h.copyValue("evil", "creds", "username"), "forged copies filled: 0")
+		assert.Equal(t, "nobody", h.copyValue("team-b", "creds", "username"))
+		assert.Zero(t, h.writes("evil", "creds"))
+		assert.Zero(t, h.writes("team-b", "creds"))
+		events := strings.Join(h.events(), "\n")
+		assert.Contains(t, events, `Warning AccessDenied namespace "evil" may not use store ClusterSecretStore/team-a-only; the copy keeps its data and is no longer refreshed`)
+		assert.Contains(t, events, `Warning AccessDenied store SecretStore/own not found in namespace "team-b"`)
+		assert.NotContains(t, events, "peter")
+	})
+
+	t.Run("A copy whose namespace loses access should keep its data, stop following, and be told once.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
+		ns := namespace("team-b", map[string]string{"relay": "allowed"})
+		for _, obj := range []runtime.Object{ns, tokenSecret("store-config"), h.managedCopy("team-b", "creds", labelled, map[string]string{"username": "peter"}, "")} {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+		c := h.startSync(true)
+		time.Sleep(100 * time.Millisecond)
+		require.Empty(t, h.events(), "in step and allowed: nothing to say")
+
+		ns.Labels = nil
+		_, err := h.down.CoreV1().Namespaces().Update(context.Background(), ns, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		c.NamespaceChanged("team-b")
+		require.Eventually(t, func() bool { return len(h.events()) > 0 }, 5*time.Second, 10*time.Millisecond)
+
+		up := upstreamSecretOf("user-credentials", map[string]string{"username": "changed"})
+		_, err = h.up.CoreV1().Secrets("default").Update(context.Background(), up, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		c.NamespaceChanged("team-b") // again: the event is not repeated
+		time.Sleep(300 * time.Millisecond)
+		assert.Equal(t, "peter", h.copyValue("team-b", "creds", "username"), "kept, not refreshed")
+		assert.Empty(t, h.events(), "one event per problem")
+	})
+
+	t.Run("A follower should write nothing, and the copy should be synced when it leads.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
+		for _, obj := range []runtime.Object{namespace("team-a", nil), tokenSecret("team-a"), h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")} {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+		c := h.startSync(false)
+		time.Sleep(300 * time.Millisecond)
+		assert.Zero(t, h.writes("team-a", "creds"))
+		c.SetLeader(true)
+		assert.Eventually(t, func() bool { return h.copyValue("team-a", "creds", "username") == "peter" }, 5*time.Second, 10*time.Millisecond)
+		c.SetLeader(false)
+		c.SetLeader(true)
+		time.Sleep(200 * time.Millisecond)
+		assert.Equal(t, 1, h.writes("team-a", "creds"), "a later term rewrites nothing current")
+	})
+
+	t.Run("A copy an older version annotated should be re-annotated once, data untouched.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
+		old := h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, "")
+		old.Annotations[webhook.AnnotationDataHash] = hex.EncodeToString(webhook.LengthDelimitedSum(sha256.New(), old.Data))
+		for _, obj := range []runtime.Object{namespace("team-a", nil), tokenSecret("team-a"), old} {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+		h.startSync(true)
+		require.Eventually(t, func() bool {
+			s, err := h.down.CoreV1().Secrets("team-a").Get(context.Background(), "creds", metav1.GetOptions{})
+			return err == nil && s.Annotations[webhook.AnnotationDataHash] == h.tokens.Token(s.Data)
+		}, 5*time.Second, 10*time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
+		assert.Equal(t, 1, h.writes("team-a", "creds"))
+		assert.Equal(t, "peter", h.copyValue("team-a", "creds", "username"))
+	})
+
+	t.Run("An immutable copy should be replaced when upstream changes, not retried for ever.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
+		frozen := h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")
+		frozen.Immutable = ptr.To(true)
+		for _, obj := range []runtime.Object{namespace("team-a", nil), tokenSecret("team-a"), frozen} {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+		h.startSync(true)
+		assert.Eventually(t, func() bool { return h.copyValue("team-a", "creds", "username") == "peter" }, 5*time.Second, 10*time.Millisecond)
+		var verbs []string
+		for _, a := range h.down.Actions() {
+			if a.GetResource().Resource == "secrets" && a.GetNamespace() == "team-a" && a.GetVerb() != "list" && a.GetVerb() != "watch" && a.GetVerb() != "get" {
+				verbs = append(verbs, a.GetVerb())
+			}
+		}
+		assert.Equal(t, []string{"delete", "create"}, verbs)
+	})
+
+	t.Run("An upstream deletion should keep the copy and be told once.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, nil)
+		for _, obj := range []runtime.Object{namespace("team-a", nil), tokenSecret("team-a"), h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, "")} {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+		c := h.startSync(true)
+		require.Eventually(t, func() bool { return len(h.events()) > 0 }, 5*time.Second, 10*time.Millisecond)
+		c.StoreChanged(&Store{Kind: v1alpha1.SecretStoreKind, Namespace: "team-a", Name: "own"})
+		time.Sleep(200 * time.Millisecond)
+		assert.Empty(t, h.events())
+		assert.Equal(t, "peter", h.copyValue("team-a", "creds", "username"))
+		assert.Zero(t, h.writes("team-a", "creds"))
+	})
+}

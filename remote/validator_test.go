@@ -1,0 +1,184 @@
+package remote
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/secret-relay/secret-relay/api/v1alpha1"
+)
+
+func (h *harness) validator() *StoreValidator {
+	h.t.Helper()
+	v, err := NewStoreValidator(StoreValidatorConfig{Dynamic: h.dyn, Stores: h.stores, Clients: h.clients, Recorder: h.recorder, Interval: time.Minute})
+	require.NoError(h.t, err)
+	return v
+}
+
+// runTerm runs one leadership term of v; the returned function ends it and waits.
+func runTerm(v *StoreValidator) (end func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = v.Run(ctx)
+	}()
+	return func() { cancel(); <-done }
+}
+
+// statusWrites counts the status updates of store name.
+func (h *harness) statusWrites(name string) int {
+	n := 0
+	for _, a := range h.dyn.Actions() {
+		if u, ok := a.(k8stesting.UpdateAction); ok && a.GetSubresource() == "status" && u.GetObject().(*unstructured.Unstructured).GetName() == name {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *harness) readyCondition(name string) (status, reason, message string) {
+	u, err := h.dyn.Resource(v1alpha1.SecretStoreGVR).Namespace("team-a").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return "", "", ""
+	}
+	st, err := statusOf(u)
+	if err != nil {
+		return "", "", ""
+	}
+	for _, c := range st.Conditions {
+		if c.Type == v1alpha1.ConditionReady {
+			return string(c.Status), c.Reason, c.Message
+		}
+	}
+	return "", "", ""
+}
+
+func validatorWorld(t *testing.T) *harness {
+	h := newHarness(t, []*unstructured.Unstructured{storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", "")},
+		[]runtime.Object{namespace("team-a", nil), tokenSecret("team-a")}, nil)
+	h.start()
+	return h
+}
+
+func TestStoreValidator(t *testing.T) {
+	t.Run("A working store should be Valid and ReadOnly.", func(t *testing.T) {
+		h := validatorWorld(t)
+		end := runTerm(h.validator())
+		defer end()
+		assert.Eventually(t, func() bool { s, r, _ := h.readyCondition("own"); return s == "True" && r == "Valid" }, 5*time.Second, 10*time.Millisecond)
+	})
+
+	t.Run("A store whose upstream refuses connections should be written once and retried with backoff.", func(t *testing.T) {
+		h := validatorWorld(t)
+		// Each attempt fails from another ephemeral port, as a real one does.
+		port := 35000
+		h.setAccessErr(func() error {
+			port++
+			return &url.Error{Op: "Post", URL: "https://upstream.test:6443/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+				Err: &net.OpError{Op: "dial", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port},
+					Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6443}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+		})
+		end := runTerm(h.validator())
+		defer end()
+		require.Eventually(t, func() bool { _, r, _ := h.readyCondition("own"); return r == "ValidationFailed" }, 5*time.Second, 10*time.Millisecond)
+		_, _, msg := h.readyCondition("own")
+		assert.Equal(t, "upstream https://upstream.test:6443 unreachable: connect: connection refused", msg)
+		time.Sleep(3500 * time.Millisecond)
+		assert.Equal(t, 1, h.statusWrites("own"), "a status that says the same is not written again, nor re-enqueued by its own write")
+		attempts := 0
+		for _, a := range h.up.Actions() {
+			if a.GetResource().Resource == "selfsubjectaccessreviews" {
+				attempts++
+			}
+		}
+		assert.GreaterOrEqual(t, attempts, 2, "retried")
+		assert.LessOrEqual(t, attempts, 4, "with backoff: 1 s, 2 s, ... not in a loop")
+
+		h.setAccessErr(nil)
+		assert.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 10*time.Second, 50*time.Millisecond,
+			"the retry finds it working again")
+	})
+
+	t.Run("Revoked credentials should turn the store ValidationFailed.", func(t *testing.T) {
+		h := validatorWorld(t)
+		v := h.validator()
+		end := runTerm(v)
+		defer end()
+		require.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
+		h.setAccessErr(func() error { return apierrors.NewUnauthorized("Unauthorized") })
+		store, err := h.stores.Get(context.Background(), "team-a", ownStore)
+		require.NoError(t, err)
+		v.RevalidateSoon(store)
+		assert.Eventually(t, func() bool {
+			_, r, m := h.readyCondition("own")
+			return r == "ValidationFailed" && m == "upstream https://upstream.test:6443 refused the store's credentials (401 Unauthorized)"
+		}, 5*time.Second, 10*time.Millisecond)
+	})
+
+	t.Run("Credentials that may not get Secrets should turn the store ValidationFailed.", func(t *testing.T) {
+		h := validatorWorld(t)
+		h.setAccess("get", false)
+		end := runTerm(h.validator())
+		defer end()
+		assert.Eventually(t, func() bool {
+			_, r, m := h.readyCondition("own")
+			return r == "ValidationFailed" && m == `the store's credentials may not get Secrets in namespace "default" upstream`
+		}, 5*time.Second, 10*time.Millisecond)
+	})
+
+	t.Run("A second term should validate again, and see new stores.", func(t *testing.T) {
+		h := validatorWorld(t)
+		v := h.validator()
+		end := runTerm(v)
+		require.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
+		end()
+
+		later := storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "later", "")
+		_, err := h.dyn.Resource(v1alpha1.SecretStoreGVR).Namespace("team-a").Create(context.Background(), later, metav1.CreateOptions{})
+		require.NoError(t, err)
+		time.Sleep(200 * time.Millisecond)
+		s, _, _ := h.readyCondition("later")
+		assert.Empty(t, s, "between terms nothing is validated")
+
+		end = runTerm(v)
+		defer end()
+		assert.Eventually(t, func() bool { s, _, _ := h.readyCondition("later"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
+	})
+}
+
+func TestSpecChanged(t *testing.T) {
+	obj := func(generation int64, rv string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{Object: map[string]any{}}
+		u.SetGeneration(generation)
+		u.SetResourceVersion(rv)
+		return u
+	}
+	assert.True(t, specChanged(obj(1, "5"), obj(2, "6")), "a new generation is a spec change")
+	assert.True(t, specChanged(obj(1, "5"), obj(1, "5")), "a resync is due for validation")
+	assert.False(t, specChanged(obj(1, "5"), obj(1, "6")), "a status write is not")
+}
+
+func TestDescribeUpstreamError(t *testing.T) {
+	op := func(source int, err error) error {
+		return &url.Error{Op: "Get", URL: "https://u:6443/api?x=1", Err: &net.OpError{Op: "read", Net: "tcp",
+			Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: source}, Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6443}, Err: err}}
+	}
+	reset := os.NewSyscallError("read", syscall.ECONNRESET)
+	assert.Equal(t, DescribeUpstreamError(op(35992, reset)), DescribeUpstreamError(op(40001, reset)), "the client port is not in the message")
+	assert.Equal(t, "read: connection reset by peer", DescribeUpstreamError(op(35992, reset)))
+	assert.Equal(t, "timed out", DescribeUpstreamError(context.DeadlineExceeded))
+	assert.Equal(t, "401 Unauthorized: Unauthorized", DescribeUpstreamError(apierrors.NewUnauthorized("Unauthorized")))
+}
