@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -26,6 +27,9 @@ type Flags struct {
 	// ClientCAFile, when set, makes the webhook listener require client
 	// certificates that this bundle verifies.
 	ClientCAFile string
+	// ExcludedNamespaces are never relayed into, beside kube-system and
+	// --namespace: those the webhook configuration's namespaceSelector leaves out.
+	ExcludedNamespaces []string
 
 	// Not in the contract's table: tuning knobs, mostly for tests.
 	StoreValidationInterval time.Duration
@@ -56,6 +60,14 @@ func parseFlags(args []string, output io.Writer) (Flags, error) {
 	fs.TextVar(&f.LogLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&f.ClientCAFile, "client-ca-file", "", "when set, the webhook listener requires a client certificate signed by this CA bundle (the API server's, from its AdmissionConfiguration kubeConfigFile); re-read when it changes")
+	fs.Func("excluded-namespaces", "comma-separated namespaces never relayed into besides kube-system and --namespace, as the webhook configuration's namespaceSelector excludes them", func(v string) error {
+		for _, ns := range strings.Split(v, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				f.ExcludedNamespaces = append(f.ExcludedNamespaces, ns)
+			}
+		}
+		return nil
+	})
 	fs.DurationVar(&f.StoreValidationInterval, "store-validation-interval", 5*time.Minute, "how often every store is validated again")
 	fs.DurationVar(&f.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often the serving certificate files are checked for changes")
 	fs.DurationVar(&f.ShutdownDelay, "shutdown-delay", 3*time.Second, "after SIGTERM, how long to keep answering reviews while clients move to other replicas")

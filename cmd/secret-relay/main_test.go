@@ -49,8 +49,10 @@ func TestParseFlags(t *testing.T) {
 			args: []string{"--kubeconfig", "/k", "--webhook-address", "127.0.0.1:1", "--tls-cert-file", "c", "--tls-key-file", "k",
 				"--probe-address", "127.0.0.1:2", "--namespace", "ns", "--upstream-timeout", "500ms", "--leader-elect=false",
 				"--log-level", "debug", "--log-format", "console", "--shutdown-delay", "0s",
-				"--leader-elect-lease-duration", "6s", "--leader-elect-renew-deadline", "4s", "--leader-elect-retry-period", "1s"},
+				"--leader-elect-lease-duration", "6s", "--leader-elect-renew-deadline", "4s", "--leader-elect-retry-period", "1s",
+				"--client-ca-file", "/ca.crt", "--excluded-namespaces", "team-a, team-b", "--excluded-namespaces", "team-c"},
 			exp: Flags{
+				ClientCAFile: "/ca.crt", ExcludedNamespaces: []string{"team-a", "team-b", "team-c"},
 				Kubeconfig: "/k", WebhookAddress: "127.0.0.1:1", TLSCertFile: "c", TLSKeyFile: "k", ProbeAddress: "127.0.0.1:2",
 				Namespace: "ns", UpstreamTimeout: 500 * time.Millisecond, LogLevel: zapcore.DebugLevel, LogFormat: "console",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,

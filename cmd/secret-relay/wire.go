@@ -100,7 +100,7 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 		Stores:             remote.NewResolver(authz, upstreams),
 		Local:              p.local.WritingWith(down.admission),
 		Tokens:             p.tokens,
-		UnservedNamespaces: []string{metav1.NamespaceSystem, f.Namespace},
+		UnservedNamespaces: append([]string{metav1.NamespaceSystem, f.Namespace}, f.ExcludedNamespaces...),
 		UpstreamTimeout:    f.UpstreamTimeout,
 		Logger:             logger.Named("mutator"),
 	})

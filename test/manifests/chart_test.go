@@ -3,6 +3,7 @@ package manifests_test
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	networkingv1 "k8s.io/api/networking/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -19,6 +21,8 @@ func TestChartLints(t *testing.T) {
 		"defaults":        nil,
 		"no cert-manager": {"certificates.certManager.enabled=false"},
 		"servicemonitor":  {"metrics.serviceMonitor.enabled=true", "webhook.extraExcludedNamespaces={team-a}"},
+		"client CA and network policy": {"webhook.clientCA.configMap=apiserver-webhook-ca", "networkPolicy.enabled=true",
+			"networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/24", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.monitoring=true"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := []string{"lint", "--strict", chartDir}
@@ -190,4 +194,51 @@ func TestChartRendersSameKindsAsManifests(t *testing.T) {
 	}
 	plain := decodeObjects(t, run(t, tool(t, "k8s"), "kustomize", repoPath(t, "manifests")))
 	assert.Equal(t, kinds(plain), kinds(helmTemplate(t, "secret-relay")))
+}
+
+func TestChartClientCA(t *testing.T) {
+	_, c := deployment(t, helmTemplate(t, "secret-relay"))
+	for _, a := range c.Args {
+		assert.NotContains(t, a, "--client-ca-file", "off by default")
+	}
+
+	objs := helmTemplate(t, "relay-system", "webhook.clientCA.configMap=apiserver-webhook-ca", "webhook.clientCA.key=bundle.pem",
+		"webhook.extraExcludedNamespaces={team-a,team-b}")
+	d, c := deployment(t, objs)
+	assert.Contains(t, c.Args, "--client-ca-file=/etc/secret-relay/client-ca/bundle.pem")
+	assert.Contains(t, c.Args, "--excluded-namespaces=team-a,team-b", "the relay refuses what the webhook configuration excludes")
+	var mounted, volume bool
+	for _, m := range c.VolumeMounts {
+		mounted = mounted || m.Name == "client-ca" && m.MountPath == "/etc/secret-relay/client-ca" && m.ReadOnly
+	}
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		volume = volume || v.Name == "client-ca" && v.ConfigMap != nil && v.ConfigMap.Name == "apiserver-webhook-ca"
+	}
+	assert.True(t, mounted, "the bundle is mounted read-only")
+	assert.True(t, volume, "from the ConfigMap, which the kubelet keeps current")
+}
+
+func TestChartNetworkPolicy(t *testing.T) {
+	assert.Empty(t, helmTemplate(t, "secret-relay").all("NetworkPolicy"), "off by default")
+	out, err := exec.Command(tool(t, "helm"), "template", "x", repoPath(t, chartDir), "--set", "networkPolicy.enabled=true").CombinedOutput()
+	require.Error(t, err, "enabled without peers: %s", out)
+	assert.Contains(t, string(out), "networkPolicy.webhookFrom must list the peers")
+
+	objs := helmTemplate(t, "relay-system", "networkPolicy.enabled=true", "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/24")
+	policies := objs.all("NetworkPolicy")
+	require.Len(t, policies, 1)
+	var np networkingv1.NetworkPolicy
+	require.NoError(t, yaml.Unmarshal(policies[0].raw, &np))
+	assert.Equal(t, "relay-system", np.Namespace)
+	assert.Equal(t, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}, np.Spec.PolicyTypes)
+	require.Len(t, np.Spec.Ingress, 2)
+	webhookRule, metricsRule := np.Spec.Ingress[0], np.Spec.Ingress[1]
+	assert.Equal(t, 9443, webhookRule.Ports[0].Port.IntValue())
+	assert.Equal(t, []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/24"}}}, webhookRule.From)
+	assert.Equal(t, 8080, metricsRule.Ports[0].Port.IntValue())
+	assert.Empty(t, metricsRule.From, "probes and metrics from anywhere by default")
+	d, _ := deployment(t, objs)
+	for k, v := range np.Spec.PodSelector.MatchLabels {
+		assert.Equal(t, v, d.Spec.Template.Labels[k], "selects the webhook pods")
+	}
 }
