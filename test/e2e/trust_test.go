@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
+	"github.com/secret-relay/secret-relay/certs"
 	"github.com/secret-relay/secret-relay/test/cluster"
 	"github.com/secret-relay/secret-relay/webhook"
 )
@@ -241,6 +242,61 @@ func TestTrust(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "s3cr3t-rotated-username", copyValue(t, w, ns, "other", "u"), "admission reads the new namespace")
 		waitForStoreStatus(t, w, ns, "moving", "True", "Valid", 10*time.Second)
+	})
+
+	t.Run("A change of the CA ConfigMap or token Secret a store reads should apply within 10 s.", func(t *testing.T) {
+		t.Parallel()
+		ns := "ref-change"
+		ctx := cluster.Context(t)
+		w.SeedStore(t, ns, "remote-k8s-store")
+		_, err := createPod(t, w, ns, "before", "remote-k8s-store", seedAnnotation)
+		require.NoError(t, err)
+		waitForStoreStatus(t, w, ns, "remote-k8s-store", "True", "Valid", 10*time.Second)
+		item := func(name string) string {
+			return fmt.Sprintf(`[{name: %s, data: [{secretKey: username, remoteRef: {key: user-credentials, property: username}}]}]`, name)
+		}
+
+		// Another CA: the upstream's certificate no longer verifies.
+		other, err := certs.NewCA("not-the-upstream")
+		require.NoError(t, err)
+		configMaps := w.Down.Client.CoreV1().ConfigMaps(ns)
+		setCA := func(pem []byte) {
+			cm, err := configMaps.Get(ctx, "kube-root-remote-ca.crt", metav1.GetOptions{})
+			require.NoError(t, err)
+			cm.Data["ca.crt"] = string(pem)
+			_, err = configMaps.Update(ctx, cm, metav1.UpdateOptions{})
+			require.NoError(t, err)
+		}
+		setCA(other.CertPEM())
+		waitForStoreStatus(t, w, ns, "remote-k8s-store", "False", "ValidationFailed", 10*time.Second)
+		assert.Contains(t, storeStatusOf(t, w, ns, "remote-k8s-store").message, "x509: certificate signed by unknown authority")
+		_, err = createPod(t, w, ns, "wrong-ca", "remote-k8s-store", item("wrong-ca"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "x509: certificate signed by unknown authority")
+		setCA(w.Up.CA())
+		waitForStoreStatus(t, w, ns, "remote-k8s-store", "True", "Valid", 10*time.Second)
+
+		// Another token: an account upstream with no access to Secrets.
+		_, err = w.Up.Client.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "nobody"}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		secrets := w.Down.Client.CoreV1().Secrets(ns)
+		setToken := func(token string) {
+			s, err := secrets.Get(ctx, "remote-sa-token", metav1.GetOptions{})
+			require.NoError(t, err)
+			s.Data["token"] = []byte(token)
+			_, err = secrets.Update(ctx, s, metav1.UpdateOptions{})
+			require.NoError(t, err)
+		}
+		setToken(w.Up.Token(t, "default", "nobody"))
+		waitForStoreStatus(t, w, ns, "remote-k8s-store", "False", "ValidationFailed", 10*time.Second)
+		assert.Contains(t, storeStatusOf(t, w, ns, "remote-k8s-store").message, "may not get Secrets")
+		_, err = createPod(t, w, ns, "wrong-token", "remote-k8s-store", item("wrong-token"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `secret-relay: upstream refused to read Secret "user-credentials"`)
+		setToken(w.Reader.Token)
+		waitForStoreStatus(t, w, ns, "remote-k8s-store", "True", "Valid", 10*time.Second)
+		_, err = createPod(t, w, ns, "after", "remote-k8s-store", item("after"))
+		require.NoError(t, err)
 	})
 
 	t.Run("A dryRun should be denied where the real create would collide with an unmanaged Secret.", func(t *testing.T) {
