@@ -282,7 +282,12 @@ func (c *SyncController) prepare(ctx context.Context, local *corev1.Secret) (*co
 	grant, err := c.cfg.Authorizer.Authorize(ctx, local.Namespace, src.Store)
 	if Refused(err) {
 		c.untrack(key)
-		return nil, &problem{reason: "AccessDenied", result: "denied",
+		c.clearSeen(key)
+		reason := "AccessDenied"
+		if errors.Is(err, ErrInvalidStoreConfiguration) {
+			reason = "StoreMisconfigured"
+		}
+		return nil, &problem{reason: reason, result: "denied",
 			message: strings.TrimPrefix(err.Error(), webhook.DenyPrefix) + "; the copy keeps its data and is no longer refreshed"}, nil
 	}
 	if err != nil {

@@ -235,10 +235,12 @@ func (c *upstreamCache) checkCredentials(ctx context.Context) {
 		case err == nil:
 			c.setRefusal(apierrors.NewForbidden(corev1.Resource("secrets"), "",
 				fmt.Errorf("the store's credentials may no longer get Secrets in namespace %q upstream", c.namespace)))
-		case apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
+		case apierrors.IsUnauthorized(err):
 			c.setRefusal(err)
 		}
-		// Anything else says nothing about the credentials: keep what is known.
+		// Anything else says nothing about the credentials, not even a 403 to the
+		// review itself (every authenticated user may create one, unless an
+		// upstream admin took that away): keep what is known.
 	}
 }
 

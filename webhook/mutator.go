@@ -132,7 +132,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 	if err := m.checkNamespace(ns, pod); err != nil {
 		return res, err
 	}
-	if l, ok := m.cfg.Tokens.(interface{ Loaded() bool }); ok && !l.Loaded() {
+	if l, ok := m.cfg.Tokens.(loader); ok && !l.Loaded() {
 		return res, Denyf("%v; retry in a moment", errNoTokenKey)
 	}
 	// The contract answers every review within the upstream timeout plus a second;

@@ -240,5 +240,8 @@ func (t *KeyedTokens) set(k TokenKey) {
 	}
 }
 
+// loader is a Tokenizer that may not have its key yet, as KeyedTokens.
+type loader interface{ Loaded() bool }
+
 // errNoTokenKey is the denial while the key is not loaded yet.
-var errNoTokenKey = errors.New("secret-relay is starting: its token key is not loaded yet")
+var errNoTokenKey = errors.New("this replica is starting: its token key is not loaded yet")

@@ -1,0 +1,118 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func runTokens(t *testing.T, kube *fake.Clientset, changed func()) *KeyedTokens {
+	t.Helper()
+	k := NewKeyedTokens(kube, "secret-relay", nil, changed)
+	go k.Run(t.Context())
+	require.Eventually(t, k.Loaded, 5*time.Second, 10*time.Millisecond)
+	return k
+}
+
+func keySecret(t *testing.T, kube *fake.Clientset) *corev1.Secret {
+	t.Helper()
+	s, err := kube.CoreV1().Secrets("secret-relay").Get(context.Background(), TokenKeySecret, metav1.GetOptions{})
+	require.NoError(t, err)
+	return s
+}
+
+func TestKeyedTokens(t *testing.T) {
+	// The fake clientset cannot stream a watch-list; real API servers can.
+	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	data := map[string][]byte{"username": []byte("peter")}
+
+	t.Run("The first replica should create the key, and the next should use it.", func(t *testing.T) {
+		kube := fake.NewClientset()
+		first := runTokens(t, kube, nil)
+		s := keySecret(t, kube)
+		assert.Len(t, s.Data["key"], 32)
+		assert.Empty(t, s.Labels[LabelManagedBy], "not a relayed copy")
+		second := runTokens(t, kube, nil)
+		assert.Equal(t, first.Token(data), second.Token(data), "every replica makes the same tokens")
+	})
+
+	t.Run("A deleted key should be written again with the key in hand.", func(t *testing.T) {
+		kube := fake.NewClientset()
+		k := runTokens(t, kube, nil)
+		before := k.Token(data)
+		require.NoError(t, kube.CoreV1().Secrets("secret-relay").Delete(context.Background(), TokenKeySecret, metav1.DeleteOptions{}))
+		require.Eventually(t, func() bool {
+			_, err := kube.CoreV1().Secrets("secret-relay").Get(context.Background(), TokenKeySecret, metav1.GetOptions{})
+			return err == nil
+		}, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, before, k.Token(data))
+		again := runTokens(t, kube, nil)
+		assert.Equal(t, before, again.Token(data), "a restarted replica reads the same key")
+	})
+
+	t.Run("A replaced key should be adopted, and copies re-annotated.", func(t *testing.T) {
+		kube := fake.NewClientset()
+		var changes atomic.Int32
+		k := runTokens(t, kube, func() { changes.Add(1) })
+		before := k.Token(data)
+		s := keySecret(t, kube)
+		s.Data["key"] = bytes.Repeat([]byte("n"), 32)
+		_, err := kube.CoreV1().Secrets("secret-relay").Update(context.Background(), s, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return k.Token(data) != before }, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, int32(1), changes.Load())
+	})
+
+	t.Run("An unusable key should be ignored, keeping the key in hand.", func(t *testing.T) {
+		kube := fake.NewClientset()
+		k := runTokens(t, kube, nil)
+		before := k.Token(data)
+		s := keySecret(t, kube)
+		s.Data["key"] = []byte("short")
+		_, err := kube.CoreV1().Secrets("secret-relay").Update(context.Background(), s, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		time.Sleep(200 * time.Millisecond)
+		assert.Equal(t, before, k.Token(data))
+	})
+
+	t.Run("A key written before start should be used.", func(t *testing.T) {
+		key := bytes.Repeat([]byte("p"), 32)
+		kube := fake.NewClientset(&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "secret-relay", Name: TokenKeySecret},
+			Data:       map[string][]byte{"key": key},
+		})
+		k := runTokens(t, kube, nil)
+		want, err := NewTokenKey(key)
+		require.NoError(t, err)
+		assert.Equal(t, want.Token(data), k.Token(data))
+	})
+
+	t.Run("A mutator should deny while the key is not loaded.", func(t *testing.T) {
+		k := NewKeyedTokens(fake.NewClientset(), "secret-relay", nil, nil)
+		m, err := NewMutator(MutatorConfig{Stores: noStores{}, Local: ClientsetLocalSecrets{Client: fake.NewClientset()}, Tokens: k})
+		require.NoError(t, err)
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Annotations: map[string]string{
+			AnnotationStore: "s", AnnotationSecrets: `["db"]`,
+		}}}
+		_, err = m.Relay(context.Background(), "default", pod, false)
+		require.Error(t, err)
+		assert.True(t, IsDeny(err))
+		assert.Equal(t, "secret-relay: this replica is starting: its token key is not loaded yet; retry in a moment", err.Error())
+	})
+}
+
+// noStores resolves no store: a test that reaches it has gone too far.
+type noStores struct{}
+
+func (noStores) Resolve(context.Context, string, StoreRef) (SecretSource, error) {
+	return nil, errors.New("no store should be resolved")
+}
