@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -51,18 +52,7 @@ var _ RefReader = (*RefCache)(nil)
 // NewRefCache returns a RefCache whose informers run until ctx ends or they go idle.
 func NewRefCache(ctx context.Context, kube kubernetes.Interface) *RefCache {
 	r := &RefCache{kube: kube, ctx: ctx, live: ClientsetRefReader(kube), now: time.Now, informers: map[refKey]*refInformer{}}
-	go func() {
-		tick := time.NewTicker(refIdleTTL / 5)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				r.stopIdle()
-			}
-		}
-	}()
+	go wait.UntilWithContext(ctx, func(context.Context) { r.stopIdle() }, refIdleTTL/5)
 	return r
 }
 

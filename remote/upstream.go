@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -218,30 +219,31 @@ const credentialCheckInterval = 10 * time.Second
 // checkCredentials asks the upstream, every credentialCheckInterval until ctx ends,
 // whether the store may still get Secrets in its namespace.
 func (c *upstreamCache) checkCredentials(ctx context.Context) {
-	tick := time.NewTicker(credentialCheckInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		check, cancel := context.WithTimeout(ctx, readTimeout)
-		ok, err := CheckAccess(check, c.client, c.namespace, "get")
-		cancel()
-		switch {
-		case err == nil && ok:
-			c.setRefusal(nil)
-		case err == nil:
-			c.setRefusal(apierrors.NewForbidden(corev1.Resource("secrets"), "",
-				fmt.Errorf("the store's credentials may no longer get Secrets in namespace %q upstream", c.namespace)))
-		case apierrors.IsUnauthorized(err):
-			c.setRefusal(err)
-		}
-		// Anything else says nothing about the credentials, not even a 403 to the
-		// review itself (every authenticated user may create one, unless an
-		// upstream admin took that away): keep what is known.
+	// The first check waits an interval: the cache's first list has just asked.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(credentialCheckInterval):
 	}
+	wait.UntilWithContext(ctx, c.checkCredentialsOnce, credentialCheckInterval)
+}
+
+func (c *upstreamCache) checkCredentialsOnce(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	ok, err := CheckAccess(ctx, c.client, c.namespace, "get")
+	switch {
+	case err == nil && ok:
+		c.setRefusal(nil)
+	case err == nil:
+		c.setRefusal(apierrors.NewForbidden(corev1.Resource("secrets"), "",
+			fmt.Errorf("the store's credentials may no longer get Secrets in namespace %q upstream", c.namespace)))
+	case apierrors.IsUnauthorized(err):
+		c.setRefusal(err)
+	}
+	// Anything else says nothing about the credentials, not even a 403 to the
+	// review itself (every authenticated user may create one, unless an upstream
+	// admin took that away): keep what is known.
 }
 
 // refused records that a read was refused, so that the next credential check need

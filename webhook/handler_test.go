@@ -188,6 +188,25 @@ func (h *harness) review(t *testing.T, pod *corev1.Pod, dryRun bool) (int, *admi
 	return resp.StatusCode, out.Response
 }
 
+// postEdited posts the review of creating pod after edit has changed its request,
+// as a client other than the API server might, and returns the response.
+func (h *harness) postEdited(t *testing.T, pod *corev1.Pod, edit func(*admissionv1.AdmissionRequest)) *admissionv1.AdmissionResponse {
+	t.Helper()
+	var review admissionv1.AdmissionReview
+	require.NoError(t, json.Unmarshal(reviewJSON(t, pod, false), &review))
+	edit(review.Request)
+	body, err := json.Marshal(review)
+	require.NoError(t, err)
+	resp, err := http.Post(h.srv.URL, "application/json", bytes.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var out admissionv1.AdmissionReview
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	require.NotNil(t, out.Response)
+	return out.Response
+}
+
 // patchOps decodes a JSON patch. Its operations come in no fixed order.
 func patchOps(t *testing.T, patch []byte) []map[string]any {
 	var ops []map[string]any
@@ -415,39 +434,21 @@ func TestHandlerNamespaces(t *testing.T) {
 			h := newHarness(t, upstream)
 			p := seedWith(seedSecrets)
 			p.Namespace = test.podNS
-			body := reviewJSON(t, p, false)
-			var review admissionv1.AdmissionReview
-			require.NoError(t, json.Unmarshal(body, &review))
-			review.Request.Namespace = test.reviewNS
-			body, err := json.Marshal(review)
-			require.NoError(t, err)
-			resp, err := http.Post(h.srv.URL, "application/json", bytes.NewReader(body))
-			require.NoError(t, err)
-			defer resp.Body.Close()
-			var out admissionv1.AdmissionReview
-			require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
-			require.False(t, out.Response.Allowed)
-			assert.Equal(t, test.expMessage, out.Response.Result.Message)
+			resp := h.postEdited(t, p, func(r *admissionv1.AdmissionRequest) { r.Namespace = test.reviewNS })
+			require.False(t, resp.Allowed)
+			assert.Equal(t, test.expMessage, resp.Result.Message)
 			assert.Empty(t, h.client.Actions(), "nothing read or written")
 		})
 	}
 
 	t.Run("A review of something other than a pod should pass untouched.", func(t *testing.T) {
 		h := newHarness(t, upstream)
-		body := reviewJSON(t, seedWith(seedSecrets), false)
-		var review admissionv1.AdmissionReview
-		require.NoError(t, json.Unmarshal(body, &review))
-		review.Request.Kind = metav1.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
-		review.Request.Resource = metav1.GroupVersionResource{Version: "v1", Resource: "configmaps"}
-		body, err := json.Marshal(review)
-		require.NoError(t, err)
-		resp, err := http.Post(h.srv.URL, "application/json", bytes.NewReader(body))
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		var out admissionv1.AdmissionReview
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
-		assert.True(t, out.Response.Allowed)
-		assert.Empty(t, out.Response.Patch)
+		resp := h.postEdited(t, seedWith(seedSecrets), func(r *admissionv1.AdmissionRequest) {
+			r.Kind = metav1.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
+			r.Resource = metav1.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+		})
+		assert.True(t, resp.Allowed)
+		assert.Empty(t, resp.Patch)
 		assert.Empty(t, h.client.Actions())
 		assert.Equal(t, []string{"untouched"}, h.seen)
 	})

@@ -6,6 +6,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 )
 
@@ -44,16 +45,8 @@ func (cp *ControlPlane) StealLease(t testing.TB, ns, name, holder string, durati
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				_ = take() // a conflict is the old holder trying; the next tick wins
-			}
-		}
+		// A conflict is the old holder trying; the next round wins.
+		wait.Until(func() { _ = take() }, interval, stop)
 	}()
 	var stopped bool
 	release = func() {

@@ -340,12 +340,7 @@ spec:
 			t.Parallel()
 			ns := "revoked"
 			ctx := cluster.Context(t)
-			// Its own ServiceAccount upstream, so that revoking it touches no other test.
-			w.Up.EnsureNamespace(t, ns)
-			w.Up.CreateSecret(t, ns, "user-credentials", map[string]string{"username": "peter"})
-			reader := w.Up.SeedReader(t, ns)
-			w.SeedTokenStore(t, ns, "revocable", w.Up.URL(), ns, reader.Token)
-			waitForStoreStatus(t, w, ns, "revocable", "True", "Valid", 10*time.Second)
+			reader := revocableStore(t, w, ns)
 			status := storeStatusOf(t, w, ns, "revocable")
 			assert.Equal(t, "ReadOnly", status.capabilities, "the seed's Role only reads")
 

@@ -19,7 +19,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -195,19 +194,7 @@ func TestStoreValidation(t *testing.T) {
 		require.NoError(t, err)
 		defer watcher.Stop()
 		const window = 20 * time.Second
-		writes := 0
-		deadline := time.After(window)
-	watching:
-		for {
-			select {
-			case ev := <-watcher.ResultChan():
-				if ev.Type == watch.Modified {
-					writes++
-				}
-			case <-deadline:
-				break watching
-			}
-		}
+		writes := countModified(watcher, window)
 		st := storeStatusOf(t, w, ns, "resetting")
 		t.Logf("status writes for a failing store: %d in %s after the first (%.1f per minute); message %q", writes, window, float64(writes)*float64(time.Minute)/float64(window), st.message)
 		assert.Zero(t, writes, "the status says the same thing each time")
@@ -218,11 +205,7 @@ func TestStoreValidation(t *testing.T) {
 		t.Parallel()
 		ns := "revoke-watched"
 		ctx := cluster.Context(t)
-		w.Up.EnsureNamespace(t, ns)
-		w.Up.CreateSecret(t, ns, "user-credentials", map[string]string{"username": "peter"})
-		reader := w.Up.SeedReader(t, ns)
-		w.SeedTokenStore(t, ns, "revocable", w.Up.URL(), ns, reader.Token)
-		waitForStoreStatus(t, w, ns, "revocable", "True", "Valid", 10*time.Second)
+		reader := revocableStore(t, w, ns)
 		_, err := createPod(t, w, ns, "before", "revocable", seedAnnotation)
 		require.NoError(t, err)
 		// A second pod is served from the warm cache: the watch is open.

@@ -3,13 +3,11 @@ package e2e_test
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -118,23 +116,37 @@ func copyValue(t *testing.T, w *cluster.World, ns, name, key string) string {
 // sorted, length-delimited data, with no key. Anyone who may read pods can test a
 // guess against it.
 func unkeyedDigest(data map[string][]byte) string {
-	h := sha256.New()
-	var n [8]byte
-	write := func(b []byte) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
+	return hex.EncodeToString(webhook.LengthDelimitedSum(sha256.New(), data))
+}
+
+// countModified counts the Modified events a watch delivers within window.
+func countModified(watcher watch.Interface, window time.Duration) int {
+	n := 0
+	deadline := time.After(window)
+	for {
+		select {
+		case ev := <-watcher.ResultChan():
+			if ev.Type == watch.Modified {
+				n++
+			}
+		case <-deadline:
+			return n
+		}
 	}
-	keys := make([]string, 0, len(data))
-	for k := range data {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		write([]byte(k))
-		write(data[k])
-	}
-	return hex.EncodeToString(h.Sum(nil))
+}
+
+// revocableStore makes, upstream, namespace ns with the seed's user-credentials and
+// a reader of its own, and downstream a SecretStore named revocable reading it with
+// that reader's token, and waits until it is Valid. Revoking the reader touches no
+// other test.
+func revocableStore(t *testing.T, w *cluster.World, ns string) cluster.Reader {
+	t.Helper()
+	w.Up.EnsureNamespace(t, ns)
+	w.Up.CreateSecret(t, ns, "user-credentials", map[string]string{"username": "peter"})
+	reader := w.Up.SeedReader(t, ns)
+	w.SeedTokenStore(t, ns, "revocable", w.Up.URL(), ns, reader.Token)
+	waitForStoreStatus(t, w, ns, "revocable", "True", "Valid", 10*time.Second)
+	return reader
 }
 
 // TestTrust is the trust issue's attacks and bad days on one relay: every path that
@@ -428,19 +440,7 @@ func TestTrust(t *testing.T) {
 		})
 		require.NoError(t, err)
 		defer watcher.Stop()
-		writes := 0
-		deadline := time.After(5 * time.Second)
-	watching:
-		for {
-			select {
-			case ev := <-watcher.ResultChan():
-				if ev.Type == watch.Modified {
-					writes++
-				}
-			case <-deadline:
-				break watching
-			}
-		}
+		writes := countModified(watcher, 5*time.Second)
 		s := localSecret(t, w, ns, "pulled-secrets")
 		assert.NotEqual(t, unkeyedDigest(data), s.Annotations[webhook.AnnotationDataHash], "re-annotated with a keyed token")
 		assert.Equal(t, data, s.Data)
