@@ -32,8 +32,15 @@ build: ## Build bin/secret-relay, stamped with the git version.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/secret-relay ./cmd/secret-relay
 
 .PHONY: tools
-tools: ## Build kube-apiserver, etcd, kubectl (v1.37.2) and helm into the tool cache, if missing.
+tools: ## Build kube-apiserver, etcd, kubectl (v1.37.2), helm and the code generators into the tool cache, if missing.
 	hack/tools.sh all
+
+.PHONY: manifests
+manifests: ## Regenerate from api/v1alpha1's markers: DeepCopy, the typed client (api/client) and the CRDs.
+	hack/generate.sh
+
+.PHONY: generate
+generate: manifests ## The same as manifests.
 
 .PHONY: test
 test: tools vet ## Run the unit tests, the end-to-end suites and the demo on two local control planes.

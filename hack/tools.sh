@@ -4,18 +4,23 @@
 # prints what it built and how long that took.
 #
 #   hack/tools.sh            build what is missing
+#   hack/tools.sh gen        only the code generators (controller-gen, client-gen, ...)
 #   hack/tools.sh --print    print the tool directory (the envtest binary assets dir)
 set -euo pipefail
 
 K8S_VERSION=v1.37.2
 HELM_VERSION=v3.22.0
 GOLANGCI_LINT_VERSION=v2.15.0
+CONTROLLER_TOOLS_VERSION=v0.23.0
+CODE_GENERATOR_VERSION=v0.37.2
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SECRET_RELAY_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/secret-relay/tools}
 k8s_dir=$cache/k8s-$K8S_VERSION
 helm_dir=$cache/helm-$HELM_VERSION
 lint_dir=$cache/golangci-lint-$GOLANGCI_LINT_VERSION
+controller_gen_dir=$cache/controller-gen-$CONTROLLER_TOOLS_VERSION
+codegen_dir=$cache/code-generator-$CODE_GENERATOR_VERSION
 
 case "${1:-}" in
 --print)
@@ -23,6 +28,8 @@ case "${1:-}" in
 	k8s) echo "$k8s_dir" ;;
 	helm) echo "$helm_dir/helm" ;;
 	golangci-lint) echo "$lint_dir/golangci-lint" ;;
+	controller-gen) echo "$controller_gen_dir/controller-gen" ;;
+	codegen) echo "$codegen_dir" ;;
 	*) echo "unknown tool $2" >&2; exit 2 ;;
 	esac
 	exit 0
@@ -66,6 +73,12 @@ if [ "$only" = all ] || [ "$only" = k8s ]; then
 fi
 if [ "$only" = all ] || [ "$only" = helm ]; then
 	go_install helm "$helm_dir" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+if [ "$only" = all ] || [ "$only" = gen ]; then
+	go_install controller-gen "$controller_gen_dir" "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION"
+	for g in client-gen lister-gen informer-gen; do
+		go_install "$g" "$codegen_dir" "k8s.io/code-generator/cmd/$g@$CODE_GENERATOR_VERSION"
+	done
 fi
 if [ "$only" = golangci-lint ]; then
 	go_install golangci-lint "$lint_dir" "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"

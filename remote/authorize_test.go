@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
@@ -20,7 +19,7 @@ import (
 func TestAuthorize(t *testing.T) {
 	terminating := namespace("leaving", nil)
 	terminating.Status.Phase = corev1.NamespaceTerminating
-	h := newHarness(t, []*unstructured.Unstructured{
+	h := newHarness(t, []runtime.Object{
 		storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", ""),
 		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "everyone", ""),
 		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "listed", "[{namespaces: [team-a]}]"),
@@ -95,12 +94,12 @@ func TestAuthorize(t *testing.T) {
 	})
 
 	t.Run("A change of conditions should apply to the next decision.", func(t *testing.T) {
-		u, err := h.dyn.Resource(v1alpha1.ClusterSecretStoreGVR).Get(context.Background(), "listed", metav1.GetOptions{})
+		api := h.storesAPI.SecretRelayV1alpha1().ClusterSecretStores()
+		s, err := api.Get(context.Background(), "listed", metav1.GetOptions{})
 		require.NoError(t, err)
-		require.NoError(t, unstructured.SetNestedSlice(u.Object, []any{map[string]any{"namespaces": []any{"evil"}}}, "spec", "conditions"))
-		u.SetGeneration(2)
-		u.SetResourceVersion("2") // the fake keeps none; an API server always moves it
-		_, err = h.dyn.Resource(v1alpha1.ClusterSecretStoreGVR).Update(context.Background(), u, metav1.UpdateOptions{})
+		s.Spec.Conditions = []v1alpha1.ClusterSecretStoreCondition{{Namespaces: []string{"evil"}}}
+		s.Generation = 2
+		_, err = api.Update(context.Background(), s, metav1.UpdateOptions{})
 		require.NoError(t, err)
 		assert.Eventually(t, func() bool {
 			_, err := h.authz.Authorize(context.Background(), "team-a", clusterStore("listed"))

@@ -14,11 +14,8 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
@@ -27,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/yaml"
 
+	storesfake "github.com/secret-relay/secret-relay/api/client/clientset/versioned/fake"
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
 	"github.com/secret-relay/secret-relay/certs"
 	"github.com/secret-relay/secret-relay/webhook"
@@ -37,7 +35,7 @@ import (
 type harness struct {
 	t         *testing.T
 	down      *fake.Clientset
-	dyn       *dynamicfake.FakeDynamicClient
+	storesAPI *storesfake.Clientset
 	up        *fake.Clientset
 	stores    *StoreCache
 	local     *webhook.ManagedSecrets
@@ -64,14 +62,10 @@ var harnessCA = func() []byte {
 	return ca.CertPEM()
 }()
 
-func newHarness(t *testing.T, stores []*unstructured.Unstructured, down []runtime.Object, up []runtime.Object) *harness {
+func newHarness(t *testing.T, stores []runtime.Object, down []runtime.Object, up []runtime.Object) *harness {
 	t.Helper()
 	// The fake clientsets cannot stream a watch-list; real API servers can.
 	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
-	objs := make([]runtime.Object, len(stores))
-	for i, s := range stores {
-		objs[i] = s
-	}
 	h := &harness{
 		t:        t,
 		down:     fake.NewClientset(down...),
@@ -80,17 +74,14 @@ func newHarness(t *testing.T, stores []*unstructured.Unstructured, down []runtim
 		ctx:      t.Context(),
 		access:   map[string]bool{"get": true, "list": true, "watch": true},
 	}
-	h.dyn = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		v1alpha1.SecretStoreGVR:        "SecretStoreList",
-		v1alpha1.ClusterSecretStoreGVR: "ClusterSecretStoreList",
-	}, objs...)
+	h.storesAPI = storesfake.NewSimpleClientset(stores...)
 	// The fake keeps no resource versions; an API server moves one on every write,
 	// and the validator tells its own status writes from resyncs by it.
 	var rv atomic.Int64
 	rv.Store(100)
-	h.dyn.PrependReactor("update", "*", func(action k8stesting.Action) (bool, runtime.Object, error) {
-		if u, ok := action.(k8stesting.UpdateAction).GetObject().(*unstructured.Unstructured); ok {
-			u.SetResourceVersion(strconv.FormatInt(rv.Add(1), 10))
+	h.storesAPI.PrependReactor("update", "*", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if o, ok := action.(k8stesting.UpdateAction).GetObject().(metav1.Object); ok {
+			o.SetResourceVersion(strconv.FormatInt(rv.Add(1), 10))
 		}
 		return false, nil, nil
 	})
@@ -107,7 +98,7 @@ func newHarness(t *testing.T, stores []*unstructured.Unstructured, down []runtim
 	var err error
 	h.tokens, err = webhook.NewTokenKey([]byte("0123456789abcdef0123456789abcdef"))
 	require.NoError(t, err)
-	h.stores = NewStoreCache(h.dyn, time.Hour)
+	h.stores = NewStoreCache(h.storesAPI, time.Hour)
 	h.local = webhook.NewManagedSecrets(h.down)
 	h.clients = NewClients(ClientsetRefReader(h.down), nil)
 	h.clients.build = func(*rest.Config) (kubernetes.Interface, error) { return h.up, nil }
@@ -140,36 +131,28 @@ func (h *harness) setAccessErr(err func() error) {
 
 // storeYAML builds a store from YAML; a SecretStore's references are in its own
 // namespace, a ClusterSecretStore's in store-config.
-func storeYAML(t *testing.T, kind, ns, name, conditions string) *unstructured.Unstructured {
+func storeYAML(t *testing.T, kind, ns, name, conditions string) runtime.Object {
 	t.Helper()
 	refNS := ""
 	if kind == v1alpha1.ClusterSecretStoreKind {
 		refNS = ", namespace: store-config"
 	}
-	meta := fmt.Sprintf("{name: %s}", name)
-	if ns != "" {
-		meta = fmt.Sprintf("{name: %s, namespace: %s}", name, ns)
+	spec := fmt.Sprintf(`
+provider:
+  kubernetes:
+    server: {url: "https://upstream.test:6443", caBundle: %s}
+    remoteNamespace: default
+    auth: {token: {bearerToken: {name: token, key: token%s}}}
+`, base64.StdEncoding.EncodeToString(harnessCA), refNS)
+	meta := metav1.ObjectMeta{Name: name, Namespace: ns, Generation: 1, UID: types.UID(kind + "/" + ns + "/" + name)}
+	if kind == v1alpha1.SecretStoreKind {
+		s := &v1alpha1.SecretStore{ObjectMeta: meta}
+		require.NoError(t, yaml.UnmarshalStrict([]byte(spec), &s.Spec))
+		return s
 	}
-	doc := fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: %s
-metadata: %s
-spec:
-  conditions: %s
-  provider:
-    kubernetes:
-      server: {url: "https://upstream.test:6443", caBundle: %s}
-      remoteNamespace: default
-      auth: {token: {bearerToken: {name: token, key: token%s}}}
-`, kind, meta, conditions, base64.StdEncoding.EncodeToString(harnessCA), refNS)
-	u := &unstructured.Unstructured{}
-	require.NoError(t, yaml.Unmarshal([]byte(doc), &u.Object))
-	if conditions == "" {
-		unstructured.RemoveNestedField(u.Object, "spec", "conditions")
-	}
-	u.SetGeneration(1)
-	u.SetUID(types.UID(kind + "/" + ns + "/" + name))
-	return u
+	s := &v1alpha1.ClusterSecretStore{ObjectMeta: meta}
+	require.NoError(t, yaml.UnmarshalStrict([]byte(spec+"conditions: "+conditions+"\n"), &s.Spec))
+	return s
 }
 
 func namespace(name string, labels map[string]string) *corev1.Namespace {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
 )
@@ -109,18 +109,20 @@ func NewStoreReadyCollector(stores *StoreCache) prometheus.Collector {
 func (c storeReady) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c storeReady) Collect(ch chan<- prometheus.Metric) {
-	for _, inf := range c.stores.Informers() {
-		for _, obj := range inf.GetStore().List() {
-			u, ok := obj.(*unstructured.Unstructured)
-			if !ok {
-				continue
-			}
-			ready := 0.0
-			if st, err := statusOf(u); err == nil && meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionReady) {
-				ready = 1
-			}
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, ready, u.GetKind(), u.GetNamespace(), u.GetName())
+	report := func(kind, ns, name string, st v1alpha1.SecretStoreStatus) {
+		ready := 0.0
+		if meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionReady) {
+			ready = 1
 		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, ready, kind, ns, name)
+	}
+	stores, _ := c.stores.SecretStores.List(labels.Everything())
+	for _, s := range stores {
+		report(v1alpha1.SecretStoreKind, s.Namespace, s.Name, s.Status)
+	}
+	cluster, _ := c.stores.ClusterSecretStores.List(labels.Everything())
+	for _, s := range cluster {
+		report(v1alpha1.ClusterSecretStoreKind, "", s.Name, s.Status)
 	}
 }
 

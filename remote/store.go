@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
@@ -58,54 +57,42 @@ type Store struct {
 	// Name is the store's name.
 	Name string
 	// Spec is the store's spec as the API server holds it.
-	Spec v1alpha1.SecretStoreSpec
+	Spec StoreSpec
 	// Generation and ResourceVersion tell whether the store changed since a client
 	// was built from it.
 	Generation      int64
 	ResourceVersion string
 }
 
-// StoreFromSecretStore makes a Store of a SecretStore.
+// StoreSpec is what either kind's spec says: the provider, and a
+// ClusterSecretStore's conditions (a SecretStore has none).
+type StoreSpec struct {
+	Provider   v1alpha1.Provider
+	Conditions []v1alpha1.ClusterSecretStoreCondition
+}
+
+// StoreFromSecretStore makes a Store of a SecretStore. It shares the object's
+// spec, which must not be modified.
 func StoreFromSecretStore(s *v1alpha1.SecretStore) *Store {
 	return &Store{
 		Kind:            v1alpha1.SecretStoreKind,
 		Namespace:       s.Namespace,
 		Name:            s.Name,
-		Spec:            s.Spec,
+		Spec:            StoreSpec{Provider: s.Spec.Provider},
 		Generation:      s.Generation,
 		ResourceVersion: s.ResourceVersion,
 	}
 }
 
-// StoreFromClusterSecretStore makes a Store of a ClusterSecretStore.
+// StoreFromClusterSecretStore makes a Store of a ClusterSecretStore, sharing its
+// spec as StoreFromSecretStore does.
 func StoreFromClusterSecretStore(s *v1alpha1.ClusterSecretStore) *Store {
 	return &Store{
 		Kind:            v1alpha1.ClusterSecretStoreKind,
 		Name:            s.Name,
-		Spec:            s.Spec,
+		Spec:            StoreSpec{Provider: s.Spec.Provider, Conditions: s.Spec.Conditions},
 		Generation:      s.Generation,
 		ResourceVersion: s.ResourceVersion,
-	}
-}
-
-// StoreFromUnstructured makes a Store of either kind as the dynamic client or a
-// dynamic informer returns it; the object's kind decides which.
-func StoreFromUnstructured(u *unstructured.Unstructured) (*Store, error) {
-	switch kind := u.GetKind(); kind {
-	case v1alpha1.SecretStoreKind:
-		s, err := v1alpha1.SecretStoreFromUnstructured(u)
-		if err != nil {
-			return nil, err
-		}
-		return StoreFromSecretStore(s), nil
-	case v1alpha1.ClusterSecretStoreKind:
-		s, err := v1alpha1.ClusterSecretStoreFromUnstructured(u)
-		if err != nil {
-			return nil, err
-		}
-		return StoreFromClusterSecretStore(s), nil
-	default:
-		return nil, fmt.Errorf("%s is not a store: kind %q", u.GetName(), kind)
 	}
 }
 

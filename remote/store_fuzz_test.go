@@ -6,10 +6,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/yaml"
 
+	"github.com/secret-relay/secret-relay/api/v1alpha1"
 	"github.com/secret-relay/secret-relay/remote"
 )
 
@@ -27,12 +27,8 @@ func FuzzStoreSpec(f *testing.F) {
 		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "ca", Namespace: "ns"}, Data: map[string]string{"ca.crt": "not a pem"}},
 	))
 	f.Fuzz(func(t *testing.T, manifest string) {
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(manifest), &u.Object); err != nil || u.Object == nil {
-			return
-		}
-		store, err := remote.StoreFromUnstructured(u)
-		if err != nil {
+		store := decodeStore([]byte(manifest))
+		if store == nil {
 			return
 		}
 		_, _ = store.AllowsNamespace("ns", map[string]string{"a": "b"})
@@ -42,4 +38,28 @@ func FuzzStoreSpec(f *testing.F) {
 			_, _ = ep.RESTConfig()
 		}
 	})
+}
+
+// decodeStore decodes a store manifest of either kind into a Store, as the typed
+// informers would, or returns nil when it is not one.
+func decodeStore(manifest []byte) *remote.Store {
+	var meta metav1.TypeMeta
+	if yaml.Unmarshal(manifest, &meta) != nil {
+		return nil
+	}
+	switch meta.Kind {
+	case v1alpha1.SecretStoreKind:
+		var s v1alpha1.SecretStore
+		if yaml.Unmarshal(manifest, &s) != nil {
+			return nil
+		}
+		return remote.StoreFromSecretStore(&s)
+	case v1alpha1.ClusterSecretStoreKind:
+		var s v1alpha1.ClusterSecretStore
+		if yaml.Unmarshal(manifest, &s) != nil {
+			return nil
+		}
+		return remote.StoreFromClusterSecretStore(&s)
+	}
+	return nil
 }

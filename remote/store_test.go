@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
@@ -51,8 +50,8 @@ func configMap(ns, name string, data map[string]string, binary map[string][]byte
 }
 
 // seedSpec is the seed's remote-k8s-store: CA from a ConfigMap, token auth.
-func seedSpec() v1alpha1.SecretStoreSpec {
-	return v1alpha1.SecretStoreSpec{Provider: v1alpha1.Provider{Kubernetes: &v1alpha1.KubernetesProvider{
+func seedSpec() remote.StoreSpec {
+	return remote.StoreSpec{Provider: v1alpha1.Provider{Kubernetes: &v1alpha1.KubernetesProvider{
 		Server: v1alpha1.KubernetesServer{
 			URL:        upstreamURL,
 			CAProvider: &v1alpha1.CAProvider{Type: v1alpha1.CAProviderTypeConfigMap, Name: "kube-root-remote-ca.crt", Key: "ca.crt"},
@@ -475,58 +474,28 @@ func TestRemoteNamespace(t *testing.T) {
 	}
 }
 
-func TestStoreFromUnstructured(t *testing.T) {
-	tests := map[string]struct {
-		obj      map[string]any
-		expStore *remote.Store
-		expErr   bool
-	}{
-		"A SecretStore should keep its namespace, spec, generation and resource version.": {
-			obj: map[string]any{
-				"apiVersion": "secret-relay.io/v1alpha1", "kind": "SecretStore",
-				"metadata": map[string]any{"name": "remote-k8s-store", "namespace": "default", "generation": int64(3), "resourceVersion": "42"},
-				"spec": map[string]any{"provider": map[string]any{"kubernetes": map[string]any{
-					"server":          map[string]any{"url": upstreamURL, "caProvider": map[string]any{"type": "ConfigMap", "name": "kube-root-remote-ca.crt", "key": "ca.crt"}},
-					"remoteNamespace": "default",
-					"auth":            map[string]any{"token": map[string]any{"bearerToken": map[string]any{"name": "remote-sa-token", "key": "token"}}},
-				}}},
-			},
-			expStore: &remote.Store{
-				Kind: v1alpha1.SecretStoreKind, Namespace: "default", Name: "remote-k8s-store",
-				Spec: seedSpec(), Generation: 3, ResourceVersion: "42",
-			},
-		},
-		"A ClusterSecretStore should have no namespace and keep its conditions.": {
-			obj: map[string]any{
-				"apiVersion": "secret-relay.io/v1alpha1", "kind": "ClusterSecretStore",
-				"metadata": map[string]any{"name": "shared"},
-				"spec": map[string]any{
-					"provider":   map[string]any{"kubernetes": map[string]any{"server": map[string]any{"url": upstreamURL}}},
-					"conditions": []any{map[string]any{"namespaces": []any{"a"}}},
-				},
-			},
-			expStore: &remote.Store{
-				Kind: v1alpha1.ClusterSecretStoreKind, Name: "shared",
-				Spec: v1alpha1.SecretStoreSpec{
-					Provider:   v1alpha1.Provider{Kubernetes: &v1alpha1.KubernetesProvider{Server: v1alpha1.KubernetesServer{URL: upstreamURL}}},
-					Conditions: []v1alpha1.ClusterSecretStoreCondition{{Namespaces: []string{"a"}}},
-				},
-			},
-		},
-		"An object of another kind should be an error.": {
-			obj:    map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "x"}},
-			expErr: true,
-		},
-	}
-	for name, test := range tests {
-		t.Run(name, func(t *testing.T) {
-			store, err := remote.StoreFromUnstructured(&unstructured.Unstructured{Object: test.obj})
-			if test.expErr {
-				assert.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			assert.Equal(t, test.expStore, store)
+func TestStoreFromTypedStores(t *testing.T) {
+	t.Run("A SecretStore should keep its namespace, spec, generation and resource version.", func(t *testing.T) {
+		spec := seedSpec()
+		got := remote.StoreFromSecretStore(&v1alpha1.SecretStore{
+			ObjectMeta: metav1.ObjectMeta{Name: "remote-k8s-store", Namespace: "default", Generation: 3, ResourceVersion: "42"},
+			Spec:       v1alpha1.SecretStoreSpec{Provider: spec.Provider},
 		})
-	}
+		assert.Equal(t, &remote.Store{
+			Kind: v1alpha1.SecretStoreKind, Namespace: "default", Name: "remote-k8s-store",
+			Spec: spec, Generation: 3, ResourceVersion: "42",
+		}, got)
+	})
+	t.Run("A ClusterSecretStore should have no namespace and keep its conditions.", func(t *testing.T) {
+		provider := v1alpha1.Provider{Kubernetes: &v1alpha1.KubernetesProvider{Server: v1alpha1.KubernetesServer{URL: upstreamURL}}}
+		conditions := []v1alpha1.ClusterSecretStoreCondition{{Namespaces: []string{"a"}}}
+		got := remote.StoreFromClusterSecretStore(&v1alpha1.ClusterSecretStore{
+			ObjectMeta: metav1.ObjectMeta{Name: "shared"},
+			Spec:       v1alpha1.ClusterSecretStoreSpec{Provider: provider, Conditions: conditions},
+		})
+		assert.Equal(t, &remote.Store{
+			Kind: v1alpha1.ClusterSecretStoreKind, Name: "shared",
+			Spec: remote.StoreSpec{Provider: provider, Conditions: conditions},
+		}, got)
+	})
 }

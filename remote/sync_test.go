@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
@@ -39,8 +38,8 @@ var (
 	ownStore  = webhook.StoreRef{Kind: webhook.SecretStoreKind, Name: "own"}
 )
 
-func syncStores(t *testing.T) []*unstructured.Unstructured {
-	return []*unstructured.Unstructured{
+func syncStores(t *testing.T) []runtime.Object {
+	return []runtime.Object{
 		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "team-a-only", "[{namespaces: [team-a]}]"),
 		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "labelled", "[{namespaceSelector: {matchLabels: {relay: allowed}}}]"),
 		storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", ""),

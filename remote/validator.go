@@ -13,9 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -40,7 +38,6 @@ const healthDelay = time.Second
 
 // StoreValidatorConfig configures a StoreValidator.
 type StoreValidatorConfig struct {
-	Dynamic dynamic.Interface
 	Stores  *StoreCache
 	Clients *Clients
 	Logger  *zap.Logger
@@ -74,8 +71,8 @@ type storeKey struct {
 
 // NewStoreValidator returns a validator.
 func NewStoreValidator(cfg StoreValidatorConfig) (*StoreValidator, error) {
-	if cfg.Dynamic == nil || cfg.Stores == nil || cfg.Clients == nil || cfg.Recorder == nil {
-		return nil, errors.New("invalid configuration: dynamic, stores, clients and recorder are required")
+	if cfg.Stores == nil || cfg.Clients == nil || cfg.Recorder == nil {
+		return nil, errors.New("invalid configuration: stores, clients and recorder are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -206,48 +203,52 @@ func (v *StoreValidator) processNext(ctx context.Context, q workqueue.TypedRateL
 // sync validates one store and writes its status when it changed. It reports
 // retry when the upstream failed, so that the store is tried again with backoff.
 func (v *StoreValidator) sync(ctx context.Context, key storeKey) (retry bool, err error) {
-	inf := v.cfg.Stores.Informers()[0]
-	gvr := v1alpha1.SecretStoreGVR
-	if key.kind == v1alpha1.ClusterSecretStoreKind {
-		inf, gvr = v.cfg.Stores.Informers()[1], v1alpha1.ClusterSecretStoreGVR
-	}
-	obj, ok, err := inf.GetStore().GetByKey(key.key)
-	if err != nil || !ok {
-		return false, err // deleted: nothing to validate
-	}
-	u := obj.(*unstructured.Unstructured)
-	store, err := StoreFromUnstructured(u)
+	ns, name, err := cache.SplitMetaNamespaceKey(key.key)
 	if err != nil {
 		return false, err
+	}
+	api := v.cfg.Stores.Client().SecretRelayV1alpha1()
+	var (
+		store   *Store
+		current v1alpha1.SecretStoreStatus
+		write   func(v1alpha1.SecretStoreStatus) (runtime.Object, error)
+	)
+	opts := metav1.UpdateOptions{FieldManager: "secret-relay"}
+	if key.kind == v1alpha1.ClusterSecretStoreKind {
+		obj, err := v.cfg.Stores.ClusterSecretStores.Get(name)
+		if err != nil {
+			return false, ignoreNotFound(err) // deleted: nothing to validate
+		}
+		store, current = StoreFromClusterSecretStore(obj), obj.Status
+		write = func(st v1alpha1.SecretStoreStatus) (runtime.Object, error) {
+			u := obj.DeepCopy()
+			u.Status = st
+			return api.ClusterSecretStores().UpdateStatus(ctx, u, opts)
+		}
+	} else {
+		obj, err := v.cfg.Stores.SecretStores.SecretStores(ns).Get(name)
+		if err != nil {
+			return false, ignoreNotFound(err)
+		}
+		store, current = StoreFromSecretStore(obj), obj.Status
+		write = func(st v1alpha1.SecretStoreStatus) (runtime.Object, error) {
+			u := obj.DeepCopy()
+			u.Status = st
+			return api.SecretStores(ns).UpdateStatus(ctx, u, opts)
+		}
 	}
 	status := v.validate(ctx, store)
 	cond := status.Conditions[0]
 	retry = cond.Reason == v1alpha1.ReasonValidationFailed
-	current, err := statusOf(u)
-	if err != nil {
-		return retry, err
-	}
 	if prev := meta.FindStatusCondition(current.Conditions, v1alpha1.ConditionReady); prev != nil &&
 		prev.Status == cond.Status && prev.Reason == cond.Reason && prev.Message == cond.Message && prev.ObservedGeneration == cond.ObservedGeneration &&
 		current.Capabilities == status.Capabilities {
 		return retry, nil // unchanged: write nothing
 	}
-	meta.SetStatusCondition(&current.Conditions, cond)
-	current.Capabilities = status.Capabilities
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&current)
-	if err != nil {
-		return retry, err
-	}
-	updated := u.DeepCopy()
-	if err := unstructured.SetNestedField(updated.Object, raw, "status"); err != nil {
-		return retry, err
-	}
-	res := v.cfg.Dynamic.Resource(gvr)
-	if store.Namespace != "" {
-		_, err = res.Namespace(store.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-	} else {
-		_, err = res.UpdateStatus(ctx, updated, metav1.UpdateOptions{})
-	}
+	next := *current.DeepCopy()
+	meta.SetStatusCondition(&next.Conditions, cond)
+	next.Capabilities = status.Capabilities
+	updated, err := write(next)
 	if err != nil {
 		return retry, fmt.Errorf("could not update the status of %s: %w", store, err)
 	}
@@ -260,14 +261,11 @@ func (v *StoreValidator) sync(ctx context.Context, key storeKey) (retry bool, er
 	return retry, nil
 }
 
-func statusOf(u *unstructured.Unstructured) (v1alpha1.SecretStoreStatus, error) {
-	var st v1alpha1.SecretStoreStatus
-	raw, ok, err := unstructured.NestedMap(u.Object, "status")
-	if err != nil || !ok {
-		return st, err
+func ignoreNotFound(err error) error {
+	if apierrors.IsNotFound(err) {
+		return nil
 	}
-	err = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &st)
-	return st, err
+	return err
 }
 
 // validate checks one store against the upstream and returns the status it earns.

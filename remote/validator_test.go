@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -22,7 +22,7 @@ import (
 
 func (h *harness) validator() *StoreValidator {
 	h.t.Helper()
-	v, err := NewStoreValidator(StoreValidatorConfig{Dynamic: h.dyn, Stores: h.stores, Clients: h.clients, Recorder: h.recorder, Interval: time.Minute})
+	v, err := NewStoreValidator(StoreValidatorConfig{Stores: h.stores, Clients: h.clients, Recorder: h.recorder, Interval: time.Minute})
 	require.NoError(h.t, err)
 	return v
 }
@@ -41,8 +41,8 @@ func runTerm(v *StoreValidator) (end func()) {
 // statusWrites counts the status updates of store name.
 func (h *harness) statusWrites(name string) int {
 	n := 0
-	for _, a := range h.dyn.Actions() {
-		if u, ok := a.(k8stesting.UpdateAction); ok && a.GetSubresource() == "status" && u.GetObject().(*unstructured.Unstructured).GetName() == name {
+	for _, a := range h.storesAPI.Actions() {
+		if u, ok := a.(k8stesting.UpdateAction); ok && a.GetSubresource() == "status" && u.GetObject().(metav1.Object).GetName() == name {
 			n++
 		}
 	}
@@ -50,24 +50,18 @@ func (h *harness) statusWrites(name string) int {
 }
 
 func (h *harness) readyCondition(name string) (status, reason, message string) {
-	u, err := h.dyn.Resource(v1alpha1.SecretStoreGVR).Namespace("team-a").Get(context.Background(), name, metav1.GetOptions{})
+	s, err := h.storesAPI.SecretRelayV1alpha1().SecretStores("team-a").Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		return "", "", ""
 	}
-	st, err := statusOf(u)
-	if err != nil {
-		return "", "", ""
-	}
-	for _, c := range st.Conditions {
-		if c.Type == v1alpha1.ConditionReady {
-			return string(c.Status), c.Reason, c.Message
-		}
+	if c := meta.FindStatusCondition(s.Status.Conditions, v1alpha1.ConditionReady); c != nil {
+		return string(c.Status), c.Reason, c.Message
 	}
 	return "", "", ""
 }
 
 func validatorWorld(t *testing.T) *harness {
-	h := newHarness(t, []*unstructured.Unstructured{storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", "")},
+	h := newHarness(t, []runtime.Object{storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", "")},
 		[]runtime.Object{namespace("team-a", nil), tokenSecret("team-a")}, nil)
 	h.start()
 	return h
@@ -146,8 +140,8 @@ func TestStoreValidator(t *testing.T) {
 		require.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
 		end()
 
-		later := storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "later", "")
-		_, err := h.dyn.Resource(v1alpha1.SecretStoreGVR).Namespace("team-a").Create(context.Background(), later, metav1.CreateOptions{})
+		later := storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "later", "").(*v1alpha1.SecretStore)
+		_, err := h.storesAPI.SecretRelayV1alpha1().SecretStores("team-a").Create(context.Background(), later, metav1.CreateOptions{})
 		require.NoError(t, err)
 		time.Sleep(200 * time.Millisecond)
 		s, _, _ := h.readyCondition("later")
@@ -160,11 +154,8 @@ func TestStoreValidator(t *testing.T) {
 }
 
 func TestSpecChanged(t *testing.T) {
-	obj := func(generation int64, rv string) *unstructured.Unstructured {
-		u := &unstructured.Unstructured{Object: map[string]any{}}
-		u.SetGeneration(generation)
-		u.SetResourceVersion(rv)
-		return u
+	obj := func(generation int64, rv string) *v1alpha1.SecretStore {
+		return &v1alpha1.SecretStore{ObjectMeta: metav1.ObjectMeta{Generation: generation, ResourceVersion: rv}}
 	}
 	assert.True(t, specChanged(obj(1, "5"), obj(2, "6")), "a new generation is a spec change")
 	assert.True(t, specChanged(obj(1, "5"), obj(1, "5")), "a resync is due for validation")

@@ -2,9 +2,11 @@
 // ClusterSecretStore, which tell secret-relay how to reach an upstream cluster.
 //
 // The provider fields follow External Secrets Operator's kubernetes provider, so
-// that a store moves over by changing its apiVersion. There is no generated
-// clientset: stores are read with the dynamic client and converted with
-// SecretStoreFromUnstructured and ClusterSecretStoreFromUnstructured.
+// that a store moves over by changing its apiVersion. The kubebuilder markers on
+// the types are the source of truth: `make generate` writes the DeepCopy methods
+// and the typed client under api/client, and `make manifests` the CRDs.
 //
+// +kubebuilder:object:generate=true
 // +groupName=secret-relay.io
+// +groupGoName=SecretRelay
 package v1alpha1

@@ -1,6 +1,10 @@
 package v1alpha1
 
-import "k8s.io/apimachinery/pkg/runtime/schema"
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
 
 // GroupName is the API group of secret-relay's resources.
 const GroupName = "secret-relay.io"
@@ -18,18 +22,36 @@ const (
 	ClusterSecretStoreKind = "ClusterSecretStore"
 )
 
-// GroupVersion is secret-relay.io/v1alpha1.
-var GroupVersion = schema.GroupVersion{Group: GroupName, Version: Version}
+// SchemeGroupVersion is secret-relay.io/v1alpha1, under the name the generated
+// clients expect.
+var SchemeGroupVersion = schema.GroupVersion{Group: GroupName, Version: Version}
 
-// SecretStoreGVR is the resource the dynamic client reads SecretStores from.
+// GroupVersion is secret-relay.io/v1alpha1.
+var GroupVersion = SchemeGroupVersion
+
+// SecretStoreGVR is the resource SecretStores are served as.
 var SecretStoreGVR = GroupVersion.WithResource("secretstores")
 
-// ClusterSecretStoreGVR is the resource the dynamic client reads ClusterSecretStores
-// from.
+// ClusterSecretStoreGVR is the resource ClusterSecretStores are served as.
 var ClusterSecretStoreGVR = GroupVersion.WithResource("clustersecretstores")
 
-// SecretStoreGVK is the group, version and kind of a SecretStore.
-var SecretStoreGVK = GroupVersion.WithKind(SecretStoreKind)
+// Resource qualifies a resource of this group, for the generated listers' errors.
+func Resource(resource string) schema.GroupResource {
+	return SchemeGroupVersion.WithResource(resource).GroupResource()
+}
 
-// ClusterSecretStoreGVK is the group, version and kind of a ClusterSecretStore.
-var ClusterSecretStoreGVK = GroupVersion.WithKind(ClusterSecretStoreKind)
+var (
+	// SchemeBuilder registers the API's types with a scheme.
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
+	// AddToScheme adds the API's types to a scheme.
+	AddToScheme = SchemeBuilder.AddToScheme
+)
+
+func addKnownTypes(scheme *runtime.Scheme) error {
+	scheme.AddKnownTypes(SchemeGroupVersion,
+		&SecretStore{}, &SecretStoreList{},
+		&ClusterSecretStore{}, &ClusterSecretStoreList{},
+	)
+	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
+	return nil
+}

@@ -16,11 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/secret-relay/secret-relay/api/client/clientset/versioned"
 	"github.com/secret-relay/secret-relay/certs"
 	"github.com/secret-relay/secret-relay/webhook"
 )
@@ -245,8 +245,8 @@ func downstreamClients(cfg *rest.Config) (downstream, error) {
 	if down.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return down, fmt.Errorf("could not create the downstream client: %w", err)
 	}
-	if down.dyn, err = dynamic.NewForConfig(cfg); err != nil {
-		return down, fmt.Errorf("could not create the downstream dynamic client: %w", err)
+	if down.stores, err = versioned.NewForConfig(cfg); err != nil {
+		return down, fmt.Errorf("could not create the downstream store client: %w", err)
 	}
 	admission := rest.CopyConfig(cfg)
 	admission.QPS, admission.Burst = admissionQPS, admissionBurst

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/secret-relay/secret-relay/api/client/clientset/versioned"
 	"github.com/secret-relay/secret-relay/remote"
 	"github.com/secret-relay/secret-relay/webhook"
 )
@@ -38,21 +38,21 @@ type relayParts struct {
 	nsSynced   cache.InformerSynced
 }
 
-// downstream are the downstream clients: kube and dyn for caches and background
+// downstream are the downstream clients: kube and stores for caches and background
 // work, admission for the writes made while a review waits.
 type downstream struct {
 	kube, admission kubernetes.Interface
-	dyn             dynamic.Interface
+	stores          versioned.Interface
 }
 
 func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Registerer, logger *zap.Logger) (*relayParts, error) {
-	kube, dyn := down.kube, down.dyn
+	kube := down.kube
 	p := &relayParts{kube: kube}
 	metrics := remote.NewMetrics(reg)
 	p.events = record.NewBroadcaster(record.WithContext(ctx))
 	recorder := p.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "secret-relay"})
 
-	p.stores = remote.NewStoreCache(dyn, f.StoreValidationInterval)
+	p.stores = remote.NewStoreCache(down.stores, f.StoreValidationInterval)
 	reg.MustRegister(remote.NewStoreReadyCollector(p.stores))
 	p.local = webhook.NewManagedSecrets(kube)
 	refs := remote.NewRefCache(ctx, kube)
@@ -66,7 +66,7 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 
 	var err error
 	if p.validator, err = remote.NewStoreValidator(remote.StoreValidatorConfig{
-		Dynamic: dyn, Stores: p.stores, Clients: clients, Recorder: recorder, Logger: logger.Named("stores"),
+		Stores: p.stores, Clients: clients, Recorder: recorder, Logger: logger.Named("stores"),
 		Interval: f.StoreValidationInterval,
 	}); err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
@@ -212,8 +213,7 @@ auth:
 		obj := storeObject(t, v1alpha1.SecretStoreKind, "defaulted", strings.Replace(seedKubernetes, "remoteNamespace: default\n", "", 1), nil)
 		created, err := stores(dyn, obj).Create(cluster.Context(t), obj, metav1.CreateOptions{})
 		require.NoError(t, err)
-		s, err := v1alpha1.SecretStoreFromUnstructured(created)
-		require.NoError(t, err)
+		s := secretStoreOf(t, created)
 		assert.Equal(t, "default", s.Spec.Provider.Kubernetes.RemoteNamespace)
 	})
 
@@ -241,8 +241,7 @@ auth:
 		}
 		updated, err := stores(dyn, created).UpdateStatus(cluster.Context(t), created, metav1.UpdateOptions{})
 		require.NoError(t, err)
-		s, err := v1alpha1.SecretStoreFromUnstructured(updated)
-		require.NoError(t, err)
+		s := secretStoreOf(t, updated)
 		assert.Equal(v1alpha1.CapabilitiesReadOnly, s.Status.Capabilities)
 		require.Len(t, s.Status.Conditions, 1)
 		assert.Equal(v1alpha1.ReasonValid, s.Status.Conditions[0].Reason)
@@ -259,8 +258,7 @@ auth:
 		updated, err := stores(dyn, current).Update(cluster.Context(t), current, metav1.UpdateOptions{})
 
 		require.NoError(t, err)
-		s, err := v1alpha1.SecretStoreFromUnstructured(updated)
-		require.NoError(t, err)
+		s := secretStoreOf(t, updated)
 		assert.Equal("team-a", s.Spec.Provider.Kubernetes.RemoteNamespace)
 		assert.Equal(v1alpha1.CapabilitiesReadOnly, s.Status.Capabilities, "status should only change through the subresource")
 		assert.Equal(current.GetGeneration()+1, updated.GetGeneration(), "a spec change should bump the generation")
@@ -306,6 +304,14 @@ auth:
 		assert.Contains(all, "secretstore.secret-relay.io/remote-k8s-store")
 		assert.Contains(all, "clustersecretstore.secret-relay.io/")
 	})
+}
+
+// secretStoreOf converts a SecretStore read with the dynamic client.
+func secretStoreOf(t *testing.T, u *unstructured.Unstructured) *v1alpha1.SecretStore {
+	t.Helper()
+	var s v1alpha1.SecretStore
+	require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &s))
+	return &s
 }
 
 // findRow returns the fields of the first line whose NAME column is name.
