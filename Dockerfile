@@ -6,7 +6,9 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY api/ api/
 COPY certs/ certs/
+COPY controllers/ controllers/
 COPY cmd/ cmd/
+COPY relay/ relay/
 COPY remote/ remote/
 COPY webhook/ webhook/
 ARG VERSION=dev

@@ -7,25 +7,28 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 
-	"github.com/secret-relay/secret-relay/webhook"
-)
-
-// The reasons Authorize refuses, for errors.Is. Every refusal is also a
-// webhook.DenyError that says what is wrong in the user's terms.
-var (
-	// ErrNamespaceNotFound means the namespace does not exist, or is being deleted.
-	ErrNamespaceNotFound = errors.New("namespace not found")
-	// ErrStoreNotFound means the store does not exist: no SecretStore of that name
-	// in the namespace, or no ClusterSecretStore of that name.
-	ErrStoreNotFound = errors.New("store not found")
-	// ErrNotAllowed means the store exists and the namespace may not use it.
-	ErrNotAllowed = errors.New("namespace may not use the store")
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // NamespaceLookup returns a downstream Namespace, or an error for which
 // apierrors.IsNotFound holds when it does not exist.
 type NamespaceLookup func(ctx context.Context, name string) (*corev1.Namespace, error)
+
+// NamespacesFrom looks namespaces up in lister, and one created a moment ago, which
+// the lister's informer has not seen yet, in the API.
+func NamespacesFrom(lister corelisters.NamespaceLister, kube kubernetes.Interface) NamespaceLookup {
+	return func(ctx context.Context, name string) (*corev1.Namespace, error) {
+		ns, err := lister.Get(name)
+		if apierrors.IsNotFound(err) {
+			return kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		}
+		return ns, err
+	}
+}
 
 // Authorizer decides whether a namespace may read through a store now. It is the
 // one place that decides it: admission (Resolver) and every background write (the
@@ -59,18 +62,21 @@ func (g *Grant) Namespace() string { return g.namespace }
 // Authorize returns a Grant when namespace ns may read through the store ref names:
 // the namespace exists and is not being deleted, the store exists (a SecretStore in
 // ns itself, or a ClusterSecretStore), and a ClusterSecretStore's conditions admit
-// ns. A refusal is a webhook.DenyError whose cause is ErrNamespaceNotFound,
-// ErrStoreNotFound, ErrNotAllowed or ErrInvalidStoreConfiguration; any other error
-// is a failure to find out, such as a downstream read that timed out.
-func (a *Authorizer) Authorize(ctx context.Context, ns string, ref webhook.StoreRef) (*Grant, error) {
+// ns. A refusal is a relay.Error with the reason ErrNamespaceNotFound,
+// ErrNamespaceTerminating, ErrStoreNotFound, ErrNotAllowed or ErrStoreMisconfigured;
+// any other error is a failure to find out, such as a downstream read that timed out.
+func (a *Authorizer) Authorize(ctx context.Context, ns string, ref relay.StoreRef) (*Grant, error) {
+	refuse := func(reason error, detail string) error {
+		return &relay.Error{Reason: reason, Namespace: ns, Store: ref, Detail: detail}
+	}
 	nsObj, err := a.namespaces(ctx, ns)
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, webhook.DenyBecause(ErrNamespaceNotFound, "namespace %q not found", ns)
+		return nil, refuse(relay.ErrNamespaceNotFound, "")
 	case err != nil:
 		return nil, fmt.Errorf("could not read namespace %s: %w", ns, err)
 	case nsObj.DeletionTimestamp != nil || nsObj.Status.Phase == corev1.NamespaceTerminating:
-		return nil, webhook.DenyBecause(ErrNamespaceNotFound, "namespace %q is being deleted", ns)
+		return nil, refuse(relay.ErrNamespaceTerminating, "")
 	}
 	store, err := a.stores.Get(ctx, ns, ref)
 	if err != nil {
@@ -78,10 +84,10 @@ func (a *Authorizer) Authorize(ctx context.Context, ns string, ref webhook.Store
 	}
 	ok, err := store.AllowsNamespace(ns, nsObj.Labels)
 	if err != nil {
-		return nil, webhook.DenyBecause(ErrInvalidStoreConfiguration, "store %s is misconfigured: %s", ref, configMessage(err))
+		return nil, refuse(relay.ErrStoreMisconfigured, ConfigMessage(err))
 	}
 	if !ok {
-		return nil, webhook.DenyBecause(ErrNotAllowed, "namespace %q may not use store %s", ns, ref)
+		return nil, refuse(relay.ErrNotAllowed, "")
 	}
 	return &Grant{store: store, namespace: ns}, nil
 }
@@ -89,13 +95,20 @@ func (a *Authorizer) Authorize(ctx context.Context, ns string, ref webhook.Store
 // Refused reports whether err is Authorize's refusal, as opposed to a failure to
 // decide.
 func Refused(err error) bool {
-	return errors.Is(err, ErrNamespaceNotFound) || errors.Is(err, ErrStoreNotFound) ||
-		errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrInvalidStoreConfiguration)
+	e := relay.AsError(err)
+	if e == nil {
+		return false
+	}
+	switch e.Reason {
+	case relay.ErrNamespaceNotFound, relay.ErrNamespaceTerminating, relay.ErrStoreNotFound, relay.ErrNotAllowed, relay.ErrStoreMisconfigured:
+		return true
+	}
+	return false
 }
 
-// configMessage is what a ConfigError says is wrong, without the store's name, or
+// ConfigMessage is what a ConfigError says is wrong, without the store's name, or
 // err's text for any other error.
-func configMessage(err error) string {
+func ConfigMessage(err error) string {
 	var cfgErr *ConfigError
 	if errors.As(err, &cfgErr) {
 		return cfgErr.Message

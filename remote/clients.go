@@ -11,6 +11,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // Clients builds upstream clients from stores and keeps one per store, so that
@@ -42,6 +44,10 @@ func NewClients(refs RefReader, metrics *Metrics) *Clients {
 	build := func(cfg *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(cfg) }
 	return &Clients{refs: refs, metrics: metrics, build: build, byStore: map[string]storeClient{}}
 }
+
+// BuildWith makes the clients of stores with build instead of
+// kubernetes.NewForConfig: a fake upstream, in tests.
+func (c *Clients) BuildWith(build func(*rest.Config) (kubernetes.Interface, error)) { c.build = build }
 
 // For returns the upstream client of a store. Errors are configuration errors.
 func (c *Clients) For(ctx context.Context, s *Store) (kubernetes.Interface, error) {
@@ -134,7 +140,7 @@ type Upstreams struct {
 
 type upstreamEntry struct {
 	fingerprint [sha256.Size]byte
-	cache       *upstreamCache
+	cache       *Cache
 }
 
 // NewUpstreams returns the cache set. Caches live until ctx ends.
@@ -179,12 +185,17 @@ func (u *Upstreams) health(s *Store) {
 // For returns the cache of the store g grants, starting it, or restarting it when
 // the store's client or remote namespace changed. What the old cache wanted, the
 // new one wants too. Only a Grant opens a cache: reading upstream for a namespace
-// needs Authorize's yes first.
-func (u *Upstreams) For(ctx context.Context, g *Grant) (*upstreamCache, error) {
+// needs Authorize's yes first. A store whose client cannot be built is a
+// relay.Error with the reason ErrStoreMisconfigured.
+func (u *Upstreams) For(ctx context.Context, g *Grant) (*Cache, error) {
 	s := g.Store()
 	sc, err := u.clients.forStore(ctx, s)
+	if IsConfigError(err) {
+		return nil, &relay.Error{Reason: relay.ErrStoreMisconfigured, Namespace: g.Namespace(), Store: s.Ref(), Detail: ConfigMessage(err)}
+	}
 	if err != nil {
-		return nil, err
+		return nil, &relay.Error{Reason: relay.ErrStoreMisconfigured, Namespace: g.Namespace(), Store: s.Ref(),
+			Detail: "its references could not be read: " + DescribeUpstreamError(err)}
 	}
 	key := s.String()
 	u.mu.Lock()
@@ -196,7 +207,7 @@ func (u *Upstreams) For(ctx context.Context, g *Grant) (*upstreamCache, error) {
 	c := newUpstreamCache(s, sc.client, u.emit, u.health, u.metrics)
 	if ok {
 		e.cache.stop()
-		c.want(e.cache.wantedNames()...)
+		c.Want(e.cache.wantedNames()...)
 	}
 	c.run(u.ctx, u.trimmed)
 	u.byStore[key] = &upstreamEntry{fingerprint: sc.fingerprint, cache: c}
@@ -208,7 +219,7 @@ func (u *Upstreams) For(ctx context.Context, g *Grant) (*upstreamCache, error) {
 func (u *Upstreams) Trim() {
 	u.mu.Lock()
 	u.trimmed = true
-	caches := make([]*upstreamCache, 0, len(u.byStore))
+	caches := make([]*Cache, 0, len(u.byStore))
 	for _, e := range u.byStore {
 		caches = append(caches, e.cache)
 	}

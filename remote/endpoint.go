@@ -2,12 +2,12 @@ package remote
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/url"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // Client rate limits for one upstream store. They are set explicitly because
@@ -36,12 +36,8 @@ type Endpoint struct {
 // RESTConfig builds a client configuration from the endpoint alone: no kubeconfig,
 // no in-cluster defaults, nothing a store does not say.
 func (e Endpoint) RESTConfig() (*rest.Config, error) {
-	u, err := url.Parse(e.URL)
-	if err != nil {
-		return nil, fmt.Errorf("invalid server url %q: %w", e.URL, err)
-	}
-	if u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("server url %q must be an https URL", e.URL)
+	if err := checkServerURL(e.URL); err != nil {
+		return nil, fmt.Errorf("server url %w", err) // never the URL: it may carry credentials
 	}
 	if len(e.CA) == 0 {
 		return nil, errors.New("no CA bundle for the server")
@@ -74,12 +70,7 @@ func (e Endpoint) RESTConfig() (*rest.Config, error) {
 // rebuilt exactly when something it was built from changes.
 func (e Endpoint) fingerprint() [sha256.Size]byte {
 	h := sha256.New()
-	for _, field := range [][]byte{[]byte(e.URL), e.CA, []byte(e.Token), e.ClientCert, e.ClientKey} {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(field)))
-		h.Write(n[:])
-		h.Write(field)
-	}
+	relay.WriteLengthDelimited(h, []byte(e.URL), e.CA, []byte(e.Token), e.ClientCert, e.ClientKey)
 	var sum [sha256.Size]byte
 	copy(sum[:], h.Sum(nil))
 	return sum

@@ -3,78 +3,104 @@ package remote
 import (
 	"context"
 	"sync"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // RefCache reads the Secrets and ConfigMaps that stores reference from watch caches:
-// one informer per referenced object, selected by name, started the first time the
-// object is read. Warm admissions resolve a store's token and CA with no API call,
-// and a rotated token reaches the upstream client as soon as the watch delivers it.
-// An informer nobody has read for refIdleTTL is stopped, so that the references of
-// deleted stores do not hold watches for ever; a later read starts it again.
+// one informer per referenced object, selected by name, run while some store
+// references it (StoreCache.Watch tells it which). Warm admissions resolve a store's
+// token and CA with no API call, and a rotated token reaches the upstream client as
+// soon as the watch delivers it. An object no store references, or whose informer
+// has not listed yet, is read live.
+//
+// One informer per object, rather than a shared one per kind: a shared informer
+// would hold every Secret of the cluster. It keeps the context it was made with,
+// because informers start from store events, which carry none.
 type RefCache struct {
 	kube kubernetes.Interface
 	ctx  context.Context
 	live RefReader
-	now  func() time.Time
 
 	mu        sync.Mutex
 	informers map[refKey]*refInformer
-	onChange  func(Reference)
+	// users are the stores that reference each object; byStore the objects each
+	// store references.
+	users    map[refKey]map[string]bool
+	byStore  map[string][]refKey
+	onChange func(Reference)
 }
 
 type refKey struct{ kind, namespace, name string }
 
 type refInformer struct {
 	cache.SharedIndexInformer
-	stop     context.CancelFunc
-	lastRead time.Time // guarded by RefCache.mu
+	stop context.CancelFunc
 }
-
-// refIdleTTL is how long a reference informer runs unread. A store's references are
-// read whenever its client is asked for: at each admission and sync that uses the
-// store, and at each validation (--store-validation-interval, 5 minutes by default).
-// Stopping one in use costs a live read while it starts again.
-const refIdleTTL = 15 * time.Minute
 
 var _ RefReader = (*RefCache)(nil)
 
-// NewRefCache returns a RefCache whose informers run until ctx ends or they go idle.
+// NewRefCache returns a RefCache whose informers run until ctx ends or no store
+// references their object.
 func NewRefCache(ctx context.Context, kube kubernetes.Interface) *RefCache {
-	r := &RefCache{kube: kube, ctx: ctx, live: ClientsetRefReader(kube), now: time.Now, informers: map[refKey]*refInformer{}}
-	go wait.UntilWithContext(ctx, func(context.Context) { r.stopIdle() }, refIdleTTL/5)
-	return r
+	return &RefCache{
+		kube: kube, ctx: ctx, live: ClientsetRefReader(kube),
+		informers: map[refKey]*refInformer{}, users: map[refKey]map[string]bool{}, byStore: map[string][]refKey{},
+	}
 }
 
 // OnChange sets who hears that a referenced object changed, appeared or went away
 // after its informer's first list: the stores that read it must be resolved again.
-// It applies to informers started from now on; set it before the first read.
+// Set it before the first Track.
 func (r *RefCache) OnChange(fn func(Reference)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.onChange = fn
 }
 
-// stopIdle stops the informers unread for refIdleTTL.
-func (r *RefCache) stopIdle() {
+// Track says that store (as Store.String names it) references refs, and nothing
+// else: informers start for objects newly referenced, and stop for objects no store
+// references any more. Track(store, nil) forgets a deleted store.
+func (r *RefCache) Track(store string, refs []Reference) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	idleSince := r.now().Add(-refIdleTTL)
-	for k, inf := range r.informers {
-		if inf.lastRead.Before(idleSince) {
-			inf.stop()
-			delete(r.informers, k)
+	for _, k := range r.byStore[store] {
+		delete(r.users[k], store)
+	}
+	keys := make([]refKey, 0, len(refs))
+	for _, ref := range refs {
+		k := refKey{ref.Kind, ref.Namespace, ref.Name}
+		keys = append(keys, k)
+		if r.users[k] == nil {
+			r.users[k] = map[string]bool{}
 		}
+		r.users[k][store] = true
+		if r.informers[k] == nil {
+			r.informers[k] = r.start(k)
+		}
+	}
+	for _, k := range r.byStore[store] {
+		if len(r.users[k]) == 0 {
+			delete(r.users, k)
+			if inf := r.informers[k]; inf != nil {
+				inf.stop()
+				delete(r.informers, k)
+			}
+		}
+	}
+	if len(keys) == 0 {
+		delete(r.byStore, store)
+	} else {
+		r.byStore[store] = keys
 	}
 }
 
@@ -103,11 +129,12 @@ func (r *RefCache) ConfigMap(ctx context.Context, namespace, name string) (*core
 }
 
 // get returns the cached object, a NotFound error when the synced cache says it does
-// not exist, or (nil, nil) when the cache cannot answer yet and the caller should
-// read live.
+// not exist, or (nil, nil) when no cache can answer and the caller should read live.
 func (r *RefCache) get(k refKey) (runtime.Object, error) {
-	inf := r.informer(k)
-	if !inf.HasSynced() {
+	r.mu.Lock()
+	inf := r.informers[k]
+	r.mu.Unlock()
+	if inf == nil || !inf.HasSynced() {
 		return nil, nil
 	}
 	obj, ok, err := inf.GetStore().GetByKey(k.namespace + "/" + k.name)
@@ -120,13 +147,8 @@ func (r *RefCache) get(k refKey) (runtime.Object, error) {
 	return obj.(runtime.Object), nil
 }
 
-func (r *RefCache) informer(k refKey) cache.SharedIndexInformer {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if inf, ok := r.informers[k]; ok {
-		inf.lastRead = r.now()
-		return inf
-	}
+// start runs the informer of one referenced object; r.mu is held.
+func (r *RefCache) start(k refKey) *refInformer {
 	var lw *cache.ListWatch
 	var example runtime.Object
 	switch k.kind {
@@ -139,10 +161,9 @@ func (r *RefCache) informer(k refKey) cache.SharedIndexInformer {
 	}
 	ctx, stop := context.WithCancel(r.ctx)
 	inf := &refInformer{SharedIndexInformer: cache.NewSharedIndexInformer(lw, example, 0, cache.Indexers{}), stop: stop}
-	_ = inf.SetTransform(stripManagedFields)
+	_ = inf.SetTransform(relay.StripManagedFields)
 	if fn := r.onChange; fn != nil {
 		ref := Reference{Kind: k.kind, Namespace: k.namespace, Name: k.name}
-		changed := func(any) { fn(ref) }
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
 			AddFunc: func(_ any, initial bool) {
 				if !initial {
@@ -154,12 +175,10 @@ func (r *RefCache) informer(k refKey) cache.SharedIndexInformer {
 					fn(ref)
 				}
 			},
-			DeleteFunc: changed,
+			DeleteFunc: func(any) { fn(ref) },
 		})
 	}
-	inf.lastRead = r.now()
 	go inf.RunWithContext(ctx)
-	r.informers[k] = inf
 	return inf
 }
 
@@ -179,13 +198,4 @@ func byNameListWatch[L runtime.Object](name string, list func(context.Context, m
 			return watchFn(ctx, byName(o))
 		},
 	}
-}
-
-// stripManagedFields drops managed fields before an object is cached: they are large
-// and secret-relay never reads them.
-func stripManagedFields(obj any) (any, error) {
-	if m, ok := obj.(metav1.Object); ok {
-		m.SetManagedFields(nil)
-	}
-	return obj, nil
 }

@@ -9,13 +9,14 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
-	"github.com/secret-relay/secret-relay/webhook"
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // Resolver finds stores for admission and reads upstream Secrets through them.
@@ -24,8 +25,6 @@ type Resolver struct {
 	upstreams *Upstreams
 }
 
-var _ webhook.StoreResolver = (*Resolver)(nil)
-
 // NewResolver returns a Resolver that asks authz who may use which store.
 func NewResolver(authz *Authorizer, upstreams *Upstreams) *Resolver {
 	return &Resolver{authz: authz, upstreams: upstreams}
@@ -33,46 +32,47 @@ func NewResolver(authz *Authorizer, upstreams *Upstreams) *Resolver {
 
 // Resolve returns a source for the store ref names, as seen from namespace ns. The
 // namespace must be allowed to use the store before anything upstream is touched.
-func (r *Resolver) Resolve(ctx context.Context, ns string, ref webhook.StoreRef) (webhook.SecretSource, error) {
+func (r *Resolver) Resolve(ctx context.Context, ns string, ref relay.StoreRef) (relay.SecretSource, error) {
 	grant, err := r.authz.Authorize(ctx, ns, ref)
 	if err != nil {
 		return nil, err
 	}
 	c, err := r.upstreams.For(ctx, grant)
-	switch {
-	case IsConfigError(err):
-		return nil, webhook.DenyBecause(ErrInvalidStoreConfiguration, "store %s is misconfigured: %s", ref, configMessage(err))
-	case err != nil:
-		return nil, webhook.Denyf("could not read the references of store %s: %v", ref, err)
+	if err != nil {
+		return nil, err
 	}
 	return &upstream{cache: c, namespace: grant.Store().RemoteNamespace(), ref: ref}, nil
 }
 
+var _ relay.SecretSource = (*upstream)(nil)
+
 // upstream reads Secrets from one store's remote namespace.
 type upstream struct {
-	cache     *upstreamCache
+	cache     *Cache
 	namespace string
-	ref       webhook.StoreRef
+	ref       relay.StoreRef
 }
 
 // Get reads one upstream Secret and turns failures into what admission needs: a
-// denial naming the Secret, or ErrUpstreamUnreachable.
+// relay.Error that names the Secret and says why.
 func (u *upstream) Get(ctx context.Context, name string) (*corev1.Secret, error) {
 	s, err := u.cache.Get(ctx, name)
-	switch {
-	case err == nil:
+	if err == nil {
 		return s, nil
+	}
+	e := &relay.Error{Store: u.ref, Remote: name, RemoteNamespace: u.namespace}
+	switch {
 	case apierrors.IsNotFound(err):
-		return nil, webhook.Denyf("remote Secret %q not found in namespace %q of store %s", name, u.namespace, u.ref.Name)
+		e.Reason = relay.ErrRemoteNotFound
 	case apierrors.IsUnauthorized(err), apierrors.IsForbidden(err):
 		u.cache.refused()
-		return nil, webhook.Denyf("upstream refused to read Secret %q in namespace %q of store %s (%s): check the store's credentials and the upstream Role",
-			name, u.namespace, u.ref.Name, apierrors.ReasonForError(err))
+		e.Reason, e.Detail = relay.ErrRefused, string(apierrors.ReasonForError(err))
 	case Unreachable(err):
-		return nil, fmt.Errorf("%w: store %s: %s", webhook.ErrUpstreamUnreachable, u.ref.Name, DescribeUpstreamError(err))
+		e.Reason, e.Detail = relay.ErrUnreachable, DescribeUpstreamError(err)
 	default:
-		return nil, webhook.Denyf("could not read remote Secret %q in namespace %q of store %s: %s", name, u.namespace, u.ref.Name, DescribeUpstreamError(err))
+		e.Reason, e.Detail = relay.ErrUpstream, DescribeUpstreamError(err)
 	}
+	return nil, e
 }
 
 // Unreachable reports whether err means the upstream did not answer: a timeout, a
@@ -89,7 +89,7 @@ func Unreachable(err error) bool {
 		return true
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return true
-	case utilnet.IsProbableEOF(err), utilnet.IsHTTP2ConnectionLost(err):
+	case utilnet.IsProbableEOF(err), utilnet.IsHTTP2ConnectionLost(err), http2ConnectionClosed(err):
 		return true
 	case errors.As(err, &urlErr):
 		return !certificateProblem(urlErr.Err)
@@ -164,4 +164,12 @@ func innermost(err error) error {
 		}
 		err = next
 	}
+}
+
+// http2ConnectionClosed reports whether an HTTP/2 connection was closed under a
+// request, as when the transport drops a broken connection: client-go returns it
+// unwrapped when it happens while the response body is read, so that only its text
+// tells.
+func http2ConnectionClosed(err error) bool {
+	return strings.Contains(err.Error(), "http2: client connection force closed")
 }

@@ -18,13 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
+	"github.com/secret-relay/secret-relay/relay"
 )
-
-// ErrInvalidStoreConfiguration is what every ConfigError is, for errors.Is: the store
-// cannot work as written, and no retry will help until someone changes it or the
-// objects it references. The status controller maps it to the Ready reason
-// InvalidStoreConfiguration.
-var ErrInvalidStoreConfiguration = errors.New("invalid store configuration")
 
 // ConfigError says why a store cannot work as written: a bad spec, or a Secret,
 // ConfigMap or key it references that does not exist. Its message names kinds,
@@ -38,20 +33,23 @@ type ConfigError struct {
 
 // Error renders the store and what is wrong with it.
 func (e *ConfigError) Error() string {
-	return fmt.Sprintf("%s for %s: %s", ErrInvalidStoreConfiguration, e.Store, e.Message)
+	return fmt.Sprintf("invalid store configuration for %s: %s", e.Store, e.Message)
 }
 
-// Is makes errors.Is(err, ErrInvalidStoreConfiguration) true for every ConfigError.
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidStoreConfiguration }
+// Is makes errors.Is(err, relay.ErrStoreMisconfigured) true for every ConfigError:
+// the store cannot work as written, and no retry will help until someone changes
+// it or the objects it references. The validator maps it to the Ready reason
+// InvalidStoreConfiguration.
+func (e *ConfigError) Is(target error) bool { return target == relay.ErrStoreMisconfigured }
 
 // IsConfigError reports whether err is, or wraps, a ConfigError.
-func IsConfigError(err error) bool { return errors.Is(err, ErrInvalidStoreConfiguration) }
+func IsConfigError(err error) bool { return errors.Is(err, relay.ErrStoreMisconfigured) }
 
 // Store is a resolved store, whatever its kind: what admission and the sync
 // controller need of a SecretStore or ClusterSecretStore, without the API object.
 type Store struct {
-	// Kind is v1alpha1.SecretStoreKind or v1alpha1.ClusterSecretStoreKind.
-	Kind string
+	// Kind is relay.SecretStoreKind or relay.ClusterSecretStoreKind.
+	Kind relay.StoreKind
 	// Namespace is the SecretStore's namespace; empty for a ClusterSecretStore.
 	Namespace string
 	// Name is the store's name.
@@ -96,13 +94,18 @@ func StoreFromClusterSecretStore(s *v1alpha1.ClusterSecretStore) *Store {
 	}
 }
 
+// Ref is how a pod names the store: its kind and name.
+func (s *Store) Ref() relay.StoreRef {
+	return relay.StoreRef{Kind: s.Kind, Name: s.Name}
+}
+
 // String names the store for messages: "SecretStore default/remote-k8s-store" or
 // "ClusterSecretStore shared".
 func (s *Store) String() string {
 	if s.Namespace == "" {
-		return s.Kind + " " + s.Name
+		return string(s.Kind) + " " + s.Name
 	}
-	return s.Kind + " " + s.Namespace + "/" + s.Name
+	return string(s.Kind) + " " + s.Namespace + "/" + s.Name
 }
 
 // RemoteNamespace is the upstream namespace the store reads Secrets from.
@@ -183,15 +186,9 @@ func (s *Store) References() []Reference {
 	if k == nil {
 		return nil
 	}
-	ns := func(explicit string) string {
-		if s.Kind == v1alpha1.SecretStoreKind {
-			return s.Namespace
-		}
-		return explicit
-	}
 	var refs []Reference
 	add := func(kind, namespace, name string) {
-		r := Reference{Kind: kind, Namespace: ns(namespace), Name: name}
+		r := Reference{Kind: kind, Namespace: s.referenceNamespace(namespace), Name: name}
 		if !slices.Contains(refs, r) {
 			refs = append(refs, r)
 		}
@@ -349,8 +346,18 @@ func (s *Store) resolveCA(ctx context.Context, reader RefReader, server v1alpha1
 	return ca, nil
 }
 
-// refNamespace is where a reference is read from: a SecretStore's own namespace, or
-// the namespace a ClusterSecretStore's reference must give. field is the
+// referenceNamespace is where a reference that names explicit is read from: a
+// SecretStore's own namespace whatever it says, or the namespace a
+// ClusterSecretStore's reference gives.
+func (s *Store) referenceNamespace(explicit string) string {
+	if s.Kind == relay.SecretStoreKind {
+		return s.Namespace
+	}
+	return explicit
+}
+
+// refNamespace is referenceNamespace for a reference of the spec, checked: a
+// SecretStore's must not name another namespace, a ClusterSecretStore's must name one. field is the
 // reference's path under spec.provider.kubernetes, for the message.
 func (s *Store) refNamespace(field, ns string) (string, error) {
 	switch s.Kind {
@@ -360,15 +367,14 @@ func (s *Store) refNamespace(field, ns string) (string, error) {
 		if ns != "" && ns != s.Namespace {
 			return "", s.configErrorf("spec.provider.kubernetes.%s.namespace: a SecretStore reads references from its own namespace, not %q", field, ns)
 		}
-		return s.Namespace, nil
 	case v1alpha1.ClusterSecretStoreKind:
 		if ns == "" {
 			return "", s.configErrorf("spec.provider.kubernetes.%s.namespace is required in a ClusterSecretStore", field)
 		}
-		return ns, nil
 	default:
 		return "", fmt.Errorf("unknown store kind %q for %s", s.Kind, s.Name)
 	}
+	return s.referenceNamespace(ns), nil
 }
 
 // secretKey reads one key of a referenced Secret.
@@ -421,11 +427,7 @@ func (s *Store) configMapKey(ctx context.Context, reader RefReader, ns, name, ke
 // describeSecretKey names a Secret key for a message once its namespace is known to
 // be valid.
 func (s *Store) describeSecretKey(ref v1alpha1.SecretKeySelector) string {
-	ns := ref.Namespace
-	if s.Kind == v1alpha1.SecretStoreKind {
-		ns = s.Namespace
-	}
-	return fmt.Sprintf("Secret %s/%s key %q", ns, ref.Name, ref.Key)
+	return fmt.Sprintf("Secret %s/%s key %q", s.referenceNamespace(ref.Namespace), ref.Name, ref.Key)
 }
 
 func (s *Store) configErrorf(format string, args ...any) *ConfigError {

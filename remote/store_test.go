@@ -15,6 +15,7 @@ import (
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
 	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/remote"
 )
 
@@ -317,7 +318,7 @@ func TestResolveEndpoint(t *testing.T) {
 			require.Error(t, err)
 			assert.Contains(err.Error(), test.expErr)
 			assert.Equal(test.expConfigErr, remote.IsConfigError(err))
-			assert.Equal(test.expConfigErr, errors.Is(err, remote.ErrInvalidStoreConfiguration))
+			assert.Equal(test.expConfigErr, errors.Is(err, relay.ErrStoreMisconfigured))
 			assert.Equal(remote.Endpoint{}, ep)
 			for _, value := range []string{tokenValue, "hunter2", string(pki.client.KeyPEM), string(pki.stranger.KeyPEM)} {
 				assert.NotContains(err.Error(), value, "an error must never hold a secret value")

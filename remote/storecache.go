@@ -14,7 +14,7 @@ import (
 	"github.com/secret-relay/secret-relay/api/client/informers/externalversions"
 	listers "github.com/secret-relay/secret-relay/api/client/listers/api/v1alpha1"
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
-	"github.com/secret-relay/secret-relay/webhook"
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // StoreCache watches SecretStores and ClusterSecretStores in the downstream cluster,
@@ -41,8 +41,8 @@ func NewStoreCache(client versioned.Interface, resync time.Duration) *StoreCache
 		SecretStores: stores.Lister(), ClusterSecretStores: cluster.Lister(),
 	}
 	// Managed fields are large and nothing here reads them.
-	_ = c.stores.SetTransform(stripManagedFields)
-	_ = c.cluster.SetTransform(stripManagedFields)
+	_ = c.stores.SetTransform(relay.StripManagedFields)
+	_ = c.cluster.SetTransform(relay.StripManagedFields)
 	return c
 }
 
@@ -74,37 +74,37 @@ func (c *StoreCache) List() []*Store {
 
 // Get returns the store ref names, as seen from namespace ns. A store the cache does
 // not hold yet, perhaps created a moment ago, is read from the API. A store that does
-// not exist is a denial whose cause is ErrStoreNotFound. Only Authorizer should ask:
-// finding a store says nothing about who may use it.
-func (c *StoreCache) Get(ctx context.Context, ns string, ref webhook.StoreRef) (*Store, error) {
+// not exist is a relay.Error with the reason ErrStoreNotFound. Only Authorizer should
+// ask: finding a store says nothing about who may use it.
+func (c *StoreCache) Get(ctx context.Context, ns string, ref relay.StoreRef) (*Store, error) {
 	api := c.client.SecretRelayV1alpha1()
 	switch ref.Kind {
-	case webhook.SecretStoreKind:
+	case relay.SecretStoreKind:
 		s, err := c.SecretStores.SecretStores(ns).Get(ref.Name)
 		if apierrors.IsNotFound(err) {
 			s, err = api.SecretStores(ns).Get(ctx, ref.Name, metav1.GetOptions{})
 		}
 		if apierrors.IsNotFound(err) {
-			return nil, webhook.DenyBecause(ErrStoreNotFound, "store %s not found in namespace %q", ref, ns)
+			return nil, &relay.Error{Reason: relay.ErrStoreNotFound, Namespace: ns, Store: ref}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("could not read store %s: %w", ref, err)
 		}
 		return StoreFromSecretStore(s), nil
-	case webhook.ClusterSecretStoreKind:
+	case relay.ClusterSecretStoreKind:
 		s, err := c.ClusterSecretStores.Get(ref.Name)
 		if apierrors.IsNotFound(err) {
 			s, err = api.ClusterSecretStores().Get(ctx, ref.Name, metav1.GetOptions{})
 		}
 		if apierrors.IsNotFound(err) {
-			return nil, webhook.DenyBecause(ErrStoreNotFound, "store %s not found", ref)
+			return nil, &relay.Error{Reason: relay.ErrStoreNotFound, Namespace: ns, Store: ref}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("could not read store %s: %w", ref, err)
 		}
 		return StoreFromClusterSecretStore(s), nil
 	default:
-		return nil, webhook.DenyBecause(ErrStoreNotFound, "unknown store kind %q", ref.Kind)
+		return nil, &relay.Error{Reason: relay.ErrStoreNotFound, Namespace: ns, Store: ref}
 	}
 }
 
@@ -131,26 +131,9 @@ func storeOf(obj any) *Store {
 	return nil
 }
 
-// Watch calls h as stores and the objects they reference (through refs) change.
+// Watch calls h as stores and the objects they reference change, and keeps refs
+// following the objects the stores reference.
 func (c *StoreCache) Watch(refs *RefCache, h StoreHandlers) error {
-	call := func(fn func(*Store), obj any) {
-		if s := storeOf(obj); s != nil {
-			fn(s)
-		}
-	}
-	for _, inf := range c.Informers() {
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: func(obj any) { call(h.Changed, obj) },
-			UpdateFunc: func(old, obj any) {
-				if o, n := old.(metav1.Object), obj.(metav1.Object); o.GetGeneration() != n.GetGeneration() {
-					call(h.Changed, obj) // not for status, labels or a resync: nothing a copy reads
-				}
-			},
-			DeleteFunc: func(obj any) { call(h.Deleted, obj) },
-		}); err != nil {
-			return fmt.Errorf("could not watch stores: %w", err)
-		}
-	}
 	refs.OnChange(func(ref Reference) {
 		for _, s := range c.List() {
 			if slices.Contains(s.References(), ref) {
@@ -158,5 +141,29 @@ func (c *StoreCache) Watch(refs *RefCache, h StoreHandlers) error {
 			}
 		}
 	})
+	changed := func(obj any) {
+		if s := storeOf(obj); s != nil {
+			refs.Track(s.String(), s.References())
+			h.Changed(s)
+		}
+	}
+	for _, inf := range c.Informers() {
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: changed,
+			UpdateFunc: func(old, obj any) {
+				if o, n := old.(metav1.Object), obj.(metav1.Object); o.GetGeneration() != n.GetGeneration() {
+					changed(obj) // not for status, labels or a resync: nothing a copy reads
+				}
+			},
+			DeleteFunc: func(obj any) {
+				if s := storeOf(obj); s != nil {
+					refs.Track(s.String(), nil)
+					h.Deleted(s)
+				}
+			},
+		}); err != nil {
+			return fmt.Errorf("could not watch stores: %w", err)
+		}
+	}
 	return nil
 }

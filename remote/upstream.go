@@ -32,13 +32,14 @@ type SecretEvent struct {
 	Seen time.Time
 }
 
-// upstreamCache is the watch-based cache of one store's upstream namespace.
+// Cache is the watch-based cache of one store's upstream namespace: what admission
+// and the sync controller read upstream Secrets from.
 //
 // It watches every Secret in the namespace, but keeps data only for the Secrets that
 // a local copy or an admission has asked for (wanted): the informer's own store holds
 // metadata alone, with managed fields stripped. Memory is therefore bounded by the
 // relayed data plus a few hundred bytes of metadata per upstream Secret.
-type upstreamCache struct {
+type Cache struct {
 	// store names the store, as Store.String renders it; of is the store itself.
 	store     string
 	of        *Store
@@ -77,12 +78,12 @@ type upstreamCache struct {
 	keepAll bool
 }
 
-func newUpstreamCache(of *Store, client kubernetes.Interface, onEvent func(SecretEvent), onHealth func(*Store), metrics *Metrics) *upstreamCache {
+func newUpstreamCache(of *Store, client kubernetes.Interface, onEvent func(SecretEvent), onHealth func(*Store), metrics *Metrics) *Cache {
 	namespace := of.RemoteNamespace()
 	if onHealth == nil {
 		onHealth = func(*Store) {}
 	}
-	c := &upstreamCache{
+	c := &Cache{
 		store: of.String(), of: of, namespace: namespace, client: client, onEvent: onEvent, onHealth: onHealth, metrics: metrics,
 		wanted: map[string]bool{}, data: map[string]*corev1.Secret{}, keepAll: true,
 	}
@@ -124,7 +125,7 @@ func newUpstreamCache(of *Store, client kubernetes.Interface, onEvent func(Secre
 
 // run starts the informer. With trimAfterSync, the cache drops the data nobody
 // wants once its first list is in; otherwise it waits for trim.
-func (c *upstreamCache) run(ctx context.Context, trimAfterSync bool) {
+func (c *Cache) run(ctx context.Context, trimAfterSync bool) {
 	ctx, c.cancel = context.WithCancel(ctx)
 	go c.informer.RunWithContext(ctx)
 	go c.checkCredentials(ctx)
@@ -139,7 +140,7 @@ func (c *upstreamCache) run(ctx context.Context, trimAfterSync bool) {
 
 // trim drops the data of every Secret that no copy or admission has asked for, and
 // keeps only wanted data from now on.
-func (c *upstreamCache) trim() {
+func (c *Cache) trim() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.keepAll {
@@ -156,14 +157,14 @@ func (c *upstreamCache) trim() {
 // waitSynced waits, at most until ctx ends, for the first list: it holds every
 // Secret, so waiting for it beats reading one Secret live. It stops as soon as a list
 // or watch has failed or been forbidden: a live read then says sooner what is wrong.
-func (c *upstreamCache) waitSynced(ctx context.Context) {
+func (c *Cache) waitSynced(ctx context.Context) {
 	if c.informer.HasSynced() {
 		return
 	}
 	cache.WaitForCacheSync(ctx.Done(), func() bool { return c.synced() || c.isBroken() })
 }
 
-func (c *upstreamCache) stop() {
+func (c *Cache) stop() {
 	if c.cancel != nil {
 		c.cancel()
 	}
@@ -171,14 +172,14 @@ func (c *upstreamCache) stop() {
 
 // synced reports whether the first list is in, or the upstream forbids listing (then
 // there is nothing to wait for).
-func (c *upstreamCache) synced() bool {
+func (c *Cache) synced() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.noWatch || c.informer.HasSynced()
 }
 
 // watchOpened records a new watch stream and returns its generation.
-func (c *upstreamCache) watchOpened() uint64 {
+func (c *Cache) watchOpened() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.watchGen++
@@ -187,7 +188,7 @@ func (c *upstreamCache) watchOpened() uint64 {
 }
 
 // watchEnded marks the cache broken, unless a newer watch has opened meanwhile.
-func (c *upstreamCache) watchEnded(gen uint64) {
+func (c *Cache) watchEnded(gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen == c.watchGen {
@@ -196,13 +197,13 @@ func (c *upstreamCache) watchEnded(gen uint64) {
 }
 
 // setBroken records whether the cache has a watch open.
-func (c *upstreamCache) setBroken(broken bool) {
+func (c *Cache) setBroken(broken bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.setBrokenLocked(broken)
 }
 
-func (c *upstreamCache) setBrokenLocked(broken bool) {
+func (c *Cache) setBrokenLocked(broken bool) {
 	if c.broken != broken {
 		c.metrics.setWatchBroken(c.store, broken)
 		go c.onHealth(c.of)
@@ -218,7 +219,7 @@ const credentialCheckInterval = 10 * time.Second
 
 // checkCredentials asks the upstream, every credentialCheckInterval until ctx ends,
 // whether the store may still get Secrets in its namespace.
-func (c *upstreamCache) checkCredentials(ctx context.Context) {
+func (c *Cache) checkCredentials(ctx context.Context) {
 	// The first check waits an interval: the cache's first list has just asked.
 	select {
 	case <-ctx.Done():
@@ -228,7 +229,7 @@ func (c *upstreamCache) checkCredentials(ctx context.Context) {
 	wait.UntilWithContext(ctx, c.checkCredentialsOnce, credentialCheckInterval)
 }
 
-func (c *upstreamCache) checkCredentialsOnce(ctx context.Context) {
+func (c *Cache) checkCredentialsOnce(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
 	ok, err := CheckAccess(ctx, c.client, c.namespace, "get")
@@ -248,9 +249,9 @@ func (c *upstreamCache) checkCredentialsOnce(ctx context.Context) {
 
 // refused records that a read was refused, so that the next credential check need
 // not come first: the store's status is checked again at once.
-func (c *upstreamCache) refused() { go c.onHealth(c.of) }
+func (c *Cache) refused() { go c.onHealth(c.of) }
 
-func (c *upstreamCache) setRefusal(err error) {
+func (c *Cache) setRefusal(err error) {
 	c.mu.Lock()
 	changed := (c.refusal == nil) != (err == nil)
 	c.refusal = err
@@ -260,7 +261,7 @@ func (c *upstreamCache) setRefusal(err error) {
 	}
 }
 
-func (c *upstreamCache) refusalErr() error {
+func (c *Cache) refusalErr() error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.refusal
@@ -283,7 +284,7 @@ func CheckAccess(ctx context.Context, client kubernetes.Interface, namespace, ve
 
 // transform keeps a wanted Secret's data aside and gives the informer only the
 // Secret's metadata to store. It is idempotent: metadata passes through as it is.
-func (c *upstreamCache) transform(obj any) (any, error) {
+func (c *Cache) transform(obj any) (any, error) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
 		return obj, nil // already metadata, or a tombstone
@@ -314,7 +315,7 @@ func stripped(s *corev1.Secret, withData bool) *corev1.Secret {
 	return out
 }
 
-func (c *upstreamCache) updated(old, obj any) {
+func (c *Cache) updated(old, obj any) {
 	o, _ := old.(*metav1.PartialObjectMetadata)
 	n, _ := obj.(*metav1.PartialObjectMetadata)
 	if o != nil && n != nil && o.ResourceVersion == n.ResourceVersion {
@@ -323,7 +324,7 @@ func (c *upstreamCache) updated(old, obj any) {
 	c.changed(obj, false)
 }
 
-func (c *upstreamCache) changed(obj any, deleted bool) {
+func (c *Cache) changed(obj any, deleted bool) {
 	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = tomb.Obj
 	}
@@ -342,9 +343,9 @@ func (c *upstreamCache) changed(obj any, deleted bool) {
 	}
 }
 
-// want marks names as needed by local copies, so that their data is kept from now
-// on.
-func (c *upstreamCache) want(names ...string) {
+// Want marks names as needed by local copies, so that their data is kept from now
+// on and their changes are announced.
+func (c *Cache) Want(names ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, n := range names {
@@ -356,7 +357,7 @@ func (c *upstreamCache) want(names ...string) {
 // its watch is not broken. Before the first list is in, what it holds came from
 // live reads moments ago, which is as current as another read would be; that is
 // what lets one read serve a whole burst of cold admissions.
-func (c *upstreamCache) cached(name string) (*corev1.Secret, bool) {
+func (c *Cache) cached(name string) (*corev1.Secret, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.broken || c.noWatch || c.refusal != nil {
@@ -369,7 +370,7 @@ func (c *upstreamCache) cached(name string) (*corev1.Secret, bool) {
 // Get returns an upstream Secret: from the cache when it holds a current copy,
 // otherwise by one upstream read shared by every caller that asks meanwhile. The
 // Secret is shared with the cache and must not be modified.
-func (c *upstreamCache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
+func (c *Cache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
 	if err := c.refusalErr(); err != nil {
 		return nil, err
 	}
@@ -377,7 +378,7 @@ func (c *upstreamCache) Get(ctx context.Context, name string) (*corev1.Secret, e
 		c.metrics.cacheHit()
 		return s, nil
 	}
-	c.want(name)
+	c.Want(name)
 	if !c.informer.HasSynced() && !c.isBroken() {
 		// A cache just started: its first list is on the way and holds this Secret.
 		wait, cancel := context.WithTimeout(ctx, firstListWait)
@@ -425,7 +426,7 @@ const readTimeout = 10 * time.Second
 // it reads live instead.
 const firstListWait = time.Second
 
-func (c *upstreamCache) isBroken() bool {
+func (c *Cache) isBroken() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.broken || c.noWatch
@@ -443,7 +444,7 @@ func newer(a, b *corev1.Secret) bool {
 	return errA != nil || errB != nil || av > bv
 }
 
-func (c *upstreamCache) wantedNames() []string {
+func (c *Cache) wantedNames() []string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	names := make([]string, 0, len(c.wanted))

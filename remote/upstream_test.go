@@ -33,7 +33,7 @@ func countGets(client *fake.Clientset, name string) int {
 // testStoreS is a SecretStore default/s reading upstream namespace default.
 var testStoreS = &Store{Kind: "SecretStore", Namespace: "default", Name: "s"}
 
-func startCache(t *testing.T, client *fake.Clientset, events chan<- SecretEvent) *upstreamCache {
+func startCache(t *testing.T, client *fake.Clientset, events chan<- SecretEvent) *Cache {
 	c := newUpstreamCache(testStoreS, client, func(ev SecretEvent) {
 		if events != nil {
 			events <- ev
@@ -96,7 +96,7 @@ func TestUpstreamCache(t *testing.T) {
 	t.Run("Trim should drop the data nobody wants, and keep what is wanted.", func(t *testing.T) {
 		client := fake.NewClientset(upstreamSecret("wanted", "w"), upstreamSecret("other", "o"))
 		c := startCache(t, client, nil)
-		c.want("wanted")
+		c.Want("wanted")
 		require.Eventually(t, c.informer.HasSynced, 5*time.Second, 10*time.Millisecond)
 		c.trim()
 		_, keptOther := c.cached("other")
@@ -130,7 +130,7 @@ func TestUpstreamCache(t *testing.T) {
 	})
 }
 
-func (c *upstreamCache) watchStarted() bool {
+func (c *Cache) watchStarted() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.watchGen > 0

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // Limits on the secret-relay.io/secrets annotation. The API server already caps all
@@ -37,10 +39,10 @@ const (
 )
 
 // errNoStore is the error for an item that names no store on a pod that names none.
-var errNoStore = fmt.Errorf("no store: set store on the item or annotate the pod with %s", AnnotationStore)
+var errNoStore = fmt.Errorf("no store: set store on the item or annotate the pod with %s", relay.AnnotationStore)
 
 // secretItem is the object form of one secret-relay.io/secrets entry, as the user writes it.
-// It has its own wire types, apart from SecretRequest, so that the annotation's format
+// It has its own wire types, apart from relay.SecretRequest, so that the annotation's format
 // cannot change by accident with the internal types.
 type secretItem struct {
 	Name      string         `json:"name"`
@@ -72,30 +74,30 @@ type itemExtract struct {
 
 // ParseStoreRef parses "NAME", "SecretStore/NAME" or "ClusterSecretStore/NAME". A bare
 // NAME is a SecretStore. Any error is a *DenyError.
-func ParseStoreRef(s string) (StoreRef, error) {
+func ParseStoreRef(s string) (relay.StoreRef, error) {
 	ref, err := parseStoreRef(s)
 	if err != nil {
-		return StoreRef{}, Denyf("%v", err)
+		return relay.StoreRef{}, Denyf("%v", err)
 	}
 	return ref, nil
 }
 
-func parseStoreRef(s string) (StoreRef, error) {
+func parseStoreRef(s string) (relay.StoreRef, error) {
 	if s == "" {
-		return StoreRef{}, errors.New("the store reference is empty")
+		return relay.StoreRef{}, errors.New("the store reference is empty")
 	}
-	ref := StoreRef{Kind: SecretStoreKind, Name: s}
+	ref := relay.StoreRef{Kind: relay.SecretStoreKind, Name: s}
 	if kind, name, ok := strings.Cut(s, "/"); ok {
-		switch StoreKind(kind) {
-		case SecretStoreKind, ClusterSecretStoreKind:
-			ref = StoreRef{Kind: StoreKind(kind), Name: name}
+		switch relay.StoreKind(kind) {
+		case relay.SecretStoreKind, relay.ClusterSecretStoreKind:
+			ref = relay.StoreRef{Kind: relay.StoreKind(kind), Name: name}
 		default:
-			return StoreRef{}, fmt.Errorf("store kind %s in %s is not %s or %s",
-				quoteShort(kind), quoteShort(s), SecretStoreKind, ClusterSecretStoreKind)
+			return relay.StoreRef{}, fmt.Errorf("store kind %s in %s is not %s or %s",
+				quoteShort(kind), quoteShort(s), relay.SecretStoreKind, relay.ClusterSecretStoreKind)
 		}
 	}
 	if !isValidName(ref.Name) {
-		return StoreRef{}, fmt.Errorf("store name %s is not a valid name: %s", quoteShort(ref.Name), nameHint)
+		return relay.StoreRef{}, fmt.Errorf("store name %s is not a valid name: %s", quoteShort(ref.Name), nameHint)
 	}
 	return ref, nil
 }
@@ -108,27 +110,27 @@ func parseStoreRef(s string) (StoreRef, error) {
 // because a silently dropped reference becomes a pod started without its Secret. Every
 // error is a *DenyError that names the annotation and, for an item, its position
 // (counted from 1) and its name when known.
-func ParseAnnotations(annotations map[string]string) ([]SecretRequest, error) {
-	value, ok := annotations[AnnotationSecrets]
+func ParseAnnotations(annotations map[string]string) ([]relay.SecretRequest, error) {
+	value, ok := annotations[relay.AnnotationSecrets]
 	if !ok {
 		return nil, nil
 	}
 
-	var defaultStore *StoreRef
-	if s, ok := annotations[AnnotationStore]; ok {
+	var defaultStore *relay.StoreRef
+	if s, ok := annotations[relay.AnnotationStore]; ok {
 		ref, err := parseStoreRef(s)
 		if err != nil {
-			return nil, Denyf("annotation %s: %v", AnnotationStore, err)
+			return nil, Denyf("annotation %s: %v", relay.AnnotationStore, err)
 		}
 		defaultStore = &ref
 	}
 
 	raws, err := splitList(value)
 	if err != nil {
-		return nil, Denyf("annotation %s: %v", AnnotationSecrets, err)
+		return nil, Denyf("annotation %s: %v", relay.AnnotationSecrets, err)
 	}
 
-	requests := make([]SecretRequest, 0, len(raws))
+	requests := make([]relay.SecretRequest, 0, len(raws))
 	byName := map[string]int{}
 	byMountPath := map[string]int{}
 	for i, raw := range raws {
@@ -137,7 +139,7 @@ func ParseAnnotations(annotations map[string]string) ([]SecretRequest, error) {
 			err = checkUnique(req, requests, byName, byMountPath)
 		}
 		if err != nil {
-			return nil, Denyf("annotation %s: %s: %v", AnnotationSecrets, itemLabel(i, req.Name), err)
+			return nil, Denyf("annotation %s: %s: %v", relay.AnnotationSecrets, itemLabel(i, req.Name), err)
 		}
 		byName[req.Name] = i
 		if req.MountPath != "" {
@@ -150,7 +152,7 @@ func ParseAnnotations(annotations map[string]string) ([]SecretRequest, error) {
 
 // checkUnique refuses a second local Secret of one name, and a second volume at one
 // mount path, which the API server would refuse only after the Secrets were written.
-func checkUnique(req SecretRequest, earlier []SecretRequest, byName, byMountPath map[string]int) error {
+func checkUnique(req relay.SecretRequest, earlier []relay.SecretRequest, byName, byMountPath map[string]int) error {
 	if j, ok := byName[req.Name]; ok {
 		return fmt.Errorf("name %s is already used by %s", quoteShort(req.Name), itemLabel(j, earlier[j].Name))
 	}
@@ -258,27 +260,27 @@ func jsonKind(raw []byte) string {
 
 // parseItem parses one item of the list, either form. On error, the returned request
 // still holds the item's name when it could be read, to label the message.
-func parseItem(raw json.RawMessage, defaultStore *StoreRef) (SecretRequest, error) {
+func parseItem(raw json.RawMessage, defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
 	switch kind := jsonKind(raw); kind {
 	case "a string":
 		var remote string
 		if err := json.Unmarshal(raw, &remote); err != nil {
-			return SecretRequest{}, errors.New(briefError(err))
+			return relay.SecretRequest{}, errors.New(briefError(err))
 		}
 		return parseShorthand(remote, defaultStore)
 	case "an object":
 		return parseObject(raw, defaultStore)
 	case "a number", "a boolean":
-		return SecretRequest{}, fmt.Errorf("must be a string or an object, got %s (quote names that YAML reads as numbers or booleans)", kind)
+		return relay.SecretRequest{}, fmt.Errorf("must be a string or an object, got %s (quote names that YAML reads as numbers or booleans)", kind)
 	default:
-		return SecretRequest{}, fmt.Errorf("must be a string or an object, got %s", kind)
+		return relay.SecretRequest{}, fmt.Errorf("must be a string or an object, got %s", kind)
 	}
 }
 
 // parseShorthand parses the string form REMOTE: the whole upstream Secret REMOTE, copied
 // to a local Secret of the same name.
-func parseShorthand(remote string, defaultStore *StoreRef) (SecretRequest, error) {
-	req := SecretRequest{Name: remote}
+func parseShorthand(remote string, defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
+	req := relay.SecretRequest{Name: remote}
 	if remote == "" {
 		return req, errors.New("is an empty string")
 	}
@@ -289,31 +291,31 @@ func parseShorthand(remote string, defaultStore *StoreRef) (SecretRequest, error
 		return req, errNoStore
 	}
 	req.Store = *defaultStore
-	req.DataFrom = []DataFromEntry{{Extract: RemoteRef{Key: remote}}}
+	req.DataFrom = []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: remote}}}
 	req.WholeSecret = true
 	return req, nil
 }
 
 // parseObject parses the object form.
-func parseObject(raw json.RawMessage, defaultStore *StoreRef) (SecretRequest, error) {
+func parseObject(raw json.RawMessage, defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
 	var it secretItem
 	// sigs.k8s.io/json, which the API server uses for strict field validation, matches
 	// keys case-sensitively (encoding/json would take "Name" for "name") and reports
 	// unknown and duplicate fields with their paths.
 	strictErrs, err := kjson.UnmarshalStrict(raw, &it)
 	if err != nil {
-		return SecretRequest{Name: it.Name}, describeDecodeError(raw, err)
+		return relay.SecretRequest{Name: it.Name}, describeDecodeError(raw, err)
 	}
 	if len(strictErrs) > 0 {
-		return SecretRequest{Name: it.Name}, describeStrictError(strictErrs[0])
+		return relay.SecretRequest{Name: it.Name}, describeStrictError(strictErrs[0])
 	}
 	// Typed decoding reads null and "" as absent; a user who wrote them meant something.
 	var tree any
 	if err := json.Unmarshal(raw, &tree); err != nil {
-		return SecretRequest{Name: it.Name}, errors.New(briefError(err))
+		return relay.SecretRequest{Name: it.Name}, errors.New(briefError(err))
 	}
 	if at := findEmpty(tree, ""); at != "" {
-		return SecretRequest{Name: it.Name}, fmt.Errorf("%s is empty", at)
+		return relay.SecretRequest{Name: it.Name}, fmt.Errorf("%s is empty", at)
 	}
 	return it.request(defaultStore)
 }
@@ -406,9 +408,9 @@ func findEmpty(v any, at string) string {
 	return ""
 }
 
-// request validates a decoded object item and turns it into a SecretRequest.
-func (it secretItem) request(defaultStore *StoreRef) (SecretRequest, error) {
-	req := SecretRequest{Name: it.Name, Env: it.Env, MountPath: it.MountPath}
+// request validates a decoded object item and turns it into a relay.SecretRequest.
+func (it secretItem) request(defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
+	req := relay.SecretRequest{Name: it.Name, Env: it.Env, MountPath: it.MountPath}
 
 	switch {
 	case it.Name == "":
@@ -452,11 +454,11 @@ func (it secretItem) request(defaultStore *StoreRef) (SecretRequest, error) {
 	return req, nil
 }
 
-func parseData(entries []itemData) ([]DataEntry, error) {
+func parseData(entries []itemData) ([]relay.DataEntry, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
-	out := make([]DataEntry, 0, len(entries))
+	out := make([]relay.DataEntry, 0, len(entries))
 	seen := map[string]int{}
 	for i, d := range entries {
 		at := fmt.Sprintf("data[%d]", i)
@@ -476,9 +478,9 @@ func parseData(entries []itemData) ([]DataEntry, error) {
 			return nil, fmt.Errorf("%s.secretKey %s is already used by data[%d]", at, quoteShort(d.SecretKey), j)
 		}
 		seen[d.SecretKey] = i
-		out = append(out, DataEntry{
+		out = append(out, relay.DataEntry{
 			SecretKey: d.SecretKey,
-			RemoteRef: RemoteRef{Key: d.RemoteRef.Key, Property: d.RemoteRef.Property},
+			RemoteRef: relay.RemoteRef{Key: d.RemoteRef.Key, Property: d.RemoteRef.Property},
 		})
 	}
 	return out, nil
@@ -487,11 +489,11 @@ func parseData(entries []itemData) ([]DataEntry, error) {
 // parseDataFrom refuses the same remote Secret twice: both entries would yield the same
 // keys. Keys that a dataFrom entry shares with data entries or with another remote
 // Secret are only known upstream, when the plan is made.
-func parseDataFrom(entries []itemDataFrom) ([]DataFromEntry, error) {
+func parseDataFrom(entries []itemDataFrom) ([]relay.DataFromEntry, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
-	out := make([]DataFromEntry, 0, len(entries))
+	out := make([]relay.DataFromEntry, 0, len(entries))
 	seen := map[string]int{}
 	for i, d := range entries {
 		at := fmt.Sprintf("dataFrom[%d]", i)
@@ -505,7 +507,7 @@ func parseDataFrom(entries []itemDataFrom) ([]DataFromEntry, error) {
 			return nil, fmt.Errorf("%s.extract.key %s is already used by dataFrom[%d]", at, quoteShort(d.Extract.Key), j)
 		}
 		seen[d.Extract.Key] = i
-		out = append(out, DataFromEntry{Extract: RemoteRef{Key: d.Extract.Key}})
+		out = append(out, relay.DataFromEntry{Extract: relay.RemoteRef{Key: d.Extract.Key}})
 	}
 	return out, nil
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // FuzzParseAnnotations feeds the parser arbitrary store and secrets annotations. An empty
@@ -25,8 +27,8 @@ func FuzzParseAnnotations(f *testing.F) {
 				t.Fatalf("error %q is not a DenyError", err)
 			}
 			msg := err.Error()
-			if !strings.HasPrefix(msg, DenyPrefix+"annotation "+AnnotationSecrets+": ") &&
-				!strings.HasPrefix(msg, DenyPrefix+"annotation "+AnnotationStore+": ") {
+			if !strings.HasPrefix(msg, DenyPrefix+"annotation "+relay.AnnotationSecrets+": ") &&
+				!strings.HasPrefix(msg, DenyPrefix+"annotation "+relay.AnnotationStore+": ") {
 				t.Fatalf("error %q does not name the annotation", msg)
 			}
 			if len(msg) > 512 || strings.Contains(msg, "\n") {
@@ -53,7 +55,7 @@ func FuzzParseAnnotations(f *testing.F) {
 			if req.Store.Name == "" {
 				t.Fatalf("request %d (%q) has no store", i, req.Name)
 			}
-			if req.Store.Kind != SecretStoreKind && req.Store.Kind != ClusterSecretStoreKind {
+			if req.Store.Kind != relay.SecretStoreKind && req.Store.Kind != relay.ClusterSecretStoreKind {
 				t.Fatalf("request %d (%q) has store kind %q", i, req.Name, req.Store.Kind)
 			}
 			if len(req.Data)+len(req.DataFrom) == 0 {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // seedSecrets is the seed scenario's reference, as a user would annotate the pod.
@@ -20,25 +22,25 @@ const seedSecrets = `
       property: username
 `
 
-var seedStore = StoreRef{Kind: SecretStoreKind, Name: "remote-k8s-store"}
+var seedStore = relay.StoreRef{Kind: relay.SecretStoreKind, Name: "remote-k8s-store"}
 
 // podAnnotations builds a pod's annotations; an empty store leaves secret-relay.io/store off.
 func podAnnotations(store, secrets string) map[string]string {
-	a := map[string]string{AnnotationSecrets: secrets}
+	a := map[string]string{relay.AnnotationSecrets: secrets}
 	if store != "" {
-		a[AnnotationStore] = store
+		a[relay.AnnotationStore] = store
 	}
 	return a
 }
 
 // seedRequest is what the seed annotation parses to.
-func seedRequest() SecretRequest {
-	return SecretRequest{
+func seedRequest() relay.SecretRequest {
+	return relay.SecretRequest{
 		Name:  "pulled-secrets",
 		Store: seedStore,
-		Data: []DataEntry{{
+		Data: []relay.DataEntry{{
 			SecretKey: "username",
-			RemoteRef: RemoteRef{Key: "user-credentials", Property: "username"},
+			RemoteRef: relay.RemoteRef{Key: "user-credentials", Property: "username"},
 		}},
 	}
 }
@@ -51,53 +53,53 @@ func objectItem(name, extra string) string {
 func TestParseAnnotations(t *testing.T) {
 	tests := map[string]struct {
 		annotations map[string]string
-		exp         []SecretRequest
+		exp         []relay.SecretRequest
 	}{
 		"A pod without annotations should get nothing relayed.": {
 			annotations: nil,
 			exp:         nil,
 		},
 		"A pod with only a store annotation should get nothing relayed.": {
-			annotations: map[string]string{AnnotationStore: "remote-k8s-store"},
+			annotations: map[string]string{relay.AnnotationStore: "remote-k8s-store"},
 			exp:         nil,
 		},
 		"A pod without secrets should not have its store annotation checked.": {
-			annotations: map[string]string{AnnotationStore: "Bad/Store/"},
+			annotations: map[string]string{relay.AnnotationStore: "Bad/Store/"},
 			exp:         nil,
 		},
 		"The seed example should take its store from the pod's default.": {
 			annotations: podAnnotations("remote-k8s-store", seedSecrets),
-			exp:         []SecretRequest{seedRequest()},
+			exp:         []relay.SecretRequest{seedRequest()},
 		},
 		"The seed example written as JSON should parse the same.": {
 			annotations: podAnnotations("SecretStore/remote-k8s-store",
 				`[{"name":"pulled-secrets","data":[{"secretKey":"username","remoteRef":{"key":"user-credentials","property":"username"}}]}]`),
-			exp: []SecretRequest{seedRequest()},
+			exp: []relay.SecretRequest{seedRequest()},
 		},
 		"JSON indented with tabs and escaping a slash should parse.": {
 			annotations: podAnnotations("remote-k8s-store",
 				"[\n\t{\"name\": \"db\", \"mountPath\": \"\\/etc\\/db\", \"dataFrom\": [{\"extract\": {\"key\": \"db-credentials\"}}]}\n]"),
-			exp: []SecretRequest{{
+			exp: []relay.SecretRequest{{
 				Name:      "db",
 				Store:     seedStore,
-				DataFrom:  []DataFromEntry{{Extract: RemoteRef{Key: "db-credentials"}}},
+				DataFrom:  []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "db-credentials"}}},
 				MountPath: "/etc/db",
 			}},
 		},
 		"A string item should copy the whole remote Secret of that name.": {
 			annotations: podAnnotations("remote-k8s-store", "- user-credentials"),
-			exp: []SecretRequest{{
+			exp: []relay.SecretRequest{{
 				Name:        "user-credentials",
 				Store:       seedStore,
-				DataFrom:    []DataFromEntry{{Extract: RemoteRef{Key: "user-credentials"}}},
+				DataFrom:    []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "user-credentials"}}},
 				WholeSecret: true,
 			}},
 		},
 		"A JSON list of strings should parse.": {
 			annotations: podAnnotations("remote-k8s-store", `["a", "b.c"]`),
-			exp: []SecretRequest{
-				{Name: "a", Store: seedStore, DataFrom: []DataFromEntry{{Extract: RemoteRef{Key: "a"}}}, WholeSecret: true},
-				{Name: "b.c", Store: seedStore, DataFrom: []DataFromEntry{{Extract: RemoteRef{Key: "b.c"}}}, WholeSecret: true},
+			exp: []relay.SecretRequest{
+				{Name: "a", Store: seedStore, DataFrom: []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "a"}}}, WholeSecret: true},
+				{Name: "b.c", Store: seedStore, DataFrom: []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "b.c"}}}, WholeSecret: true},
 			},
 		},
 		"An item naming a ClusterSecretStore should use it over the pod's default.": {
@@ -108,13 +110,13 @@ func TestParseAnnotations(t *testing.T) {
   - extract: {key: db-credentials}
 - plain
 `),
-			exp: []SecretRequest{
+			exp: []relay.SecretRequest{
 				{
 					Name:     "shared",
-					Store:    StoreRef{Kind: ClusterSecretStoreKind, Name: "shared-store"},
-					DataFrom: []DataFromEntry{{Extract: RemoteRef{Key: "db-credentials"}}},
+					Store:    relay.StoreRef{Kind: relay.ClusterSecretStoreKind, Name: "shared-store"},
+					DataFrom: []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "db-credentials"}}},
 				},
-				{Name: "plain", Store: seedStore, DataFrom: []DataFromEntry{{Extract: RemoteRef{Key: "plain"}}}, WholeSecret: true},
+				{Name: "plain", Store: seedStore, DataFrom: []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "plain"}}}, WholeSecret: true},
 			},
 		},
 		"Items naming their stores should need no pod default.": {
@@ -126,9 +128,9 @@ func TestParseAnnotations(t *testing.T) {
   store: SecretStore/other-store
   dataFrom: [{extract: {key: b}}]
 `),
-			exp: []SecretRequest{
-				{Name: "a", Store: StoreRef{Kind: SecretStoreKind, Name: "other-store"}, DataFrom: []DataFromEntry{{Extract: RemoteRef{Key: "a"}}}},
-				{Name: "b", Store: StoreRef{Kind: SecretStoreKind, Name: "other-store"}, DataFrom: []DataFromEntry{{Extract: RemoteRef{Key: "b"}}}},
+			exp: []relay.SecretRequest{
+				{Name: "a", Store: relay.StoreRef{Kind: relay.SecretStoreKind, Name: "other-store"}, DataFrom: []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "a"}}}},
+				{Name: "b", Store: relay.StoreRef{Kind: relay.SecretStoreKind, Name: "other-store"}, DataFrom: []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "b"}}}},
 			},
 		},
 		"An item with every field should keep them all.": {
@@ -146,16 +148,16 @@ func TestParseAnnotations(t *testing.T) {
   env: true
   mountPath: /etc/creds
 `),
-			exp: []SecretRequest{{
+			exp: []relay.SecretRequest{{
 				Name:  "app",
-				Store: StoreRef{Kind: SecretStoreKind, Name: "app-store"},
-				Data: []DataEntry{
-					{SecretKey: "user", RemoteRef: RemoteRef{Key: "user-credentials", Property: "username"}},
-					{SecretKey: "whole.json", RemoteRef: RemoteRef{Key: "user-credentials"}},
+				Store: relay.StoreRef{Kind: relay.SecretStoreKind, Name: "app-store"},
+				Data: []relay.DataEntry{
+					{SecretKey: "user", RemoteRef: relay.RemoteRef{Key: "user-credentials", Property: "username"}},
+					{SecretKey: "whole.json", RemoteRef: relay.RemoteRef{Key: "user-credentials"}},
 				},
-				DataFrom: []DataFromEntry{
-					{Extract: RemoteRef{Key: "db-credentials"}},
-					{Extract: RemoteRef{Key: "api-keys"}},
+				DataFrom: []relay.DataFromEntry{
+					{Extract: relay.RemoteRef{Key: "db-credentials"}},
+					{Extract: relay.RemoteRef{Key: "api-keys"}},
 				},
 				Env:       true,
 				MountPath: "/etc/creds",
@@ -163,23 +165,23 @@ func TestParseAnnotations(t *testing.T) {
 		},
 		"env false should be accepted.": {
 			annotations: podAnnotations("s", objectItem("a", "  env: false\n")),
-			exp: []SecretRequest{{
-				Name: "a", Store: StoreRef{Kind: SecretStoreKind, Name: "s"},
-				DataFrom: []DataFromEntry{{Extract: RemoteRef{Key: "db-credentials"}}},
+			exp: []relay.SecretRequest{{
+				Name: "a", Store: relay.StoreRef{Kind: relay.SecretStoreKind, Name: "s"},
+				DataFrom: []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "db-credentials"}}},
 			}},
 		},
 		"An empty YAML list should relay nothing.": {
 			annotations: podAnnotations("", "[]"),
-			exp:         []SecretRequest{},
+			exp:         []relay.SecretRequest{},
 		},
 		"An empty JSON list with spaces should relay nothing.": {
 			annotations: podAnnotations("remote-k8s-store", " [ ] "),
-			exp:         []SecretRequest{},
+			exp:         []relay.SecretRequest{},
 		},
 		"A YAML document start marker should be accepted.": {
 			annotations: podAnnotations("s", "---\n- a\n"),
-			exp: []SecretRequest{
-				{Name: "a", Store: StoreRef{Kind: SecretStoreKind, Name: "s"}, DataFrom: []DataFromEntry{{Extract: RemoteRef{Key: "a"}}}, WholeSecret: true},
+			exp: []relay.SecretRequest{
+				{Name: "a", Store: relay.StoreRef{Kind: relay.SecretStoreKind, Name: "s"}, DataFrom: []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: "a"}}}, WholeSecret: true},
 			},
 		},
 		"Exactly 64 items should be accepted.": {
@@ -261,33 +263,33 @@ func TestParseAnnotationsErrors(t *testing.T) {
 
 		// The store annotation.
 		"An empty store annotation should be denied.": {
-			annotations:   map[string]string{AnnotationStore: "", AnnotationSecrets: "- a"},
-			expAnnotation: AnnotationStore,
+			annotations:   map[string]string{relay.AnnotationStore: "", relay.AnnotationSecrets: "- a"},
+			expAnnotation: relay.AnnotationStore,
 			expMsg:        "the store reference is empty",
 		},
 		"A store annotation of an unknown kind should be denied.": {
 			annotations:   podAnnotations("Vault/x", "- a"),
-			expAnnotation: AnnotationStore,
+			expAnnotation: relay.AnnotationStore,
 			expMsg:        `store kind "Vault" in "Vault/x" is not SecretStore or ClusterSecretStore`,
 		},
 		"A store annotation with a lower-case kind should be denied.": {
 			annotations:   podAnnotations("clustersecretstore/x", "- a"),
-			expAnnotation: AnnotationStore,
+			expAnnotation: relay.AnnotationStore,
 			expMsg:        `store kind "clustersecretstore"`,
 		},
 		"A store annotation with an invalid name should be denied.": {
 			annotations:   podAnnotations("ClusterSecretStore/Not_Valid", "- a"),
-			expAnnotation: AnnotationStore,
+			expAnnotation: relay.AnnotationStore,
 			expMsg:        `store name "Not_Valid" is not a valid name`,
 		},
 		"A store annotation with a kind and no name should be denied.": {
 			annotations:   podAnnotations("SecretStore/", "- a"),
-			expAnnotation: AnnotationStore,
+			expAnnotation: relay.AnnotationStore,
 			expMsg:        `store name "" is not a valid name`,
 		},
 		"A store annotation with two slashes should be denied.": {
 			annotations:   podAnnotations("SecretStore/a/b", "- a"),
-			expAnnotation: AnnotationStore,
+			expAnnotation: relay.AnnotationStore,
 			expMsg:        `store name "a/b" is not a valid name`,
 		},
 
@@ -526,7 +528,7 @@ func TestParseAnnotationsErrors(t *testing.T) {
 			require.True(errors.As(err, &deny), "error %q is not a DenyError", err)
 			annotation := test.expAnnotation
 			if annotation == "" {
-				annotation = AnnotationSecrets
+				annotation = relay.AnnotationSecrets
 			}
 			assert.Contains(err.Error(), DenyPrefix+"annotation "+annotation+": ")
 			assert.Contains(err.Error(), test.expMsg)
@@ -539,20 +541,20 @@ func TestParseAnnotationsErrors(t *testing.T) {
 func TestParseStoreRef(t *testing.T) {
 	tests := map[string]struct {
 		in     string
-		exp    StoreRef
+		exp    relay.StoreRef
 		expErr string
 	}{
 		"A bare name should be a SecretStore.": {
 			in:  "remote-k8s-store",
-			exp: StoreRef{Kind: SecretStoreKind, Name: "remote-k8s-store"},
+			exp: relay.StoreRef{Kind: relay.SecretStoreKind, Name: "remote-k8s-store"},
 		},
 		"SecretStore/NAME should be a SecretStore.": {
 			in:  "SecretStore/remote-k8s-store",
-			exp: StoreRef{Kind: SecretStoreKind, Name: "remote-k8s-store"},
+			exp: relay.StoreRef{Kind: relay.SecretStoreKind, Name: "remote-k8s-store"},
 		},
 		"ClusterSecretStore/NAME should be a ClusterSecretStore.": {
 			in:  "ClusterSecretStore/shared.example.com",
-			exp: StoreRef{Kind: ClusterSecretStoreKind, Name: "shared.example.com"},
+			exp: relay.StoreRef{Kind: relay.ClusterSecretStoreKind, Name: "shared.example.com"},
 		},
 		"An empty reference should be refused.": {
 			in:     "",
@@ -584,7 +586,7 @@ func TestParseStoreRef(t *testing.T) {
 			if test.expErr != "" {
 				assert.True(IsDeny(err), "error %v is not a DenyError", err)
 				assert.ErrorContains(err, test.expErr)
-				assert.Equal(StoreRef{}, got)
+				assert.Equal(relay.StoreRef{}, got)
 				return
 			}
 			assert.NoError(err)
@@ -603,14 +605,14 @@ func manyItems(n int) string {
 }
 
 // manyRequests is what manyItems(n) parses to with the store "s".
-func manyRequests(n int) []SecretRequest {
-	reqs := make([]SecretRequest, 0, n)
+func manyRequests(n int) []relay.SecretRequest {
+	reqs := make([]relay.SecretRequest, 0, n)
 	for i := range n {
 		name := fmt.Sprintf("s%d", i)
-		reqs = append(reqs, SecretRequest{
+		reqs = append(reqs, relay.SecretRequest{
 			Name:        name,
-			Store:       StoreRef{Kind: SecretStoreKind, Name: "s"},
-			DataFrom:    []DataFromEntry{{Extract: RemoteRef{Key: name}}},
+			Store:       relay.StoreRef{Kind: relay.SecretStoreKind, Name: "s"},
+			DataFrom:    []relay.DataFromEntry{{Extract: relay.RemoteRef{Key: name}}},
 			WholeSecret: true,
 		})
 	}

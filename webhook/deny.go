@@ -1,24 +1,21 @@
 package webhook
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // DenyPrefix starts every denial message.
 const DenyPrefix = "secret-relay: "
 
-// DenyError is a reason to refuse a pod that the user should read: the review is
-// answered with allowed=false and this message, never with an HTTP error. Any other
-// error from the mutator is a fault of secret-relay itself.
+// DenyError is a reason to refuse a pod that the user should read, found on the
+// admission side itself: an annotation that does not parse, a review no API server
+// would send, a pod a mutation cannot apply to. The review is answered with
+// allowed=false and this message, never with an HTTP error. Together with the
+// relay.Errors that Describe words, it is a denial; any other error from the
+// mutator is a fault of secret-relay.
 //
 // A DenyError message never holds a secret value: only names of annotations,
 // stores, Secrets and keys.
 type DenyError struct {
 	msg string
-	// cause, when set, is what the denial is about, for errors.Is: a sentinel such
-	// as remote.ErrNotAllowed, so that callers decide by kind, not by wording.
-	cause error
 }
 
 // Denyf makes a DenyError; the message gets the "secret-relay: " prefix when shown.
@@ -26,20 +23,12 @@ func Denyf(format string, args ...any) *DenyError {
 	return &DenyError{msg: fmt.Sprintf(format, args...)}
 }
 
-// DenyBecause makes a DenyError for which errors.Is(err, cause) holds. The message
-// is format alone: cause's own text is not shown.
-func DenyBecause(cause error, format string, args ...any) *DenyError {
-	return &DenyError{msg: fmt.Sprintf(format, args...), cause: cause}
-}
-
 // Error returns the message with its "secret-relay: " prefix.
 func (e *DenyError) Error() string { return DenyPrefix + e.msg }
 
-// Unwrap returns the cause given to DenyBecause, or nil.
-func (e *DenyError) Unwrap() error { return e.cause }
-
-// IsDeny reports whether err is, or wraps, a DenyError.
+// IsDeny reports whether err is a denial, a DenyError or a relay.Error, rather than
+// a fault.
 func IsDeny(err error) bool {
-	var d *DenyError
-	return errors.As(err, &d)
+	_, ok := denial(err)
+	return ok
 }

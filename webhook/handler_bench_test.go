@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/webhook"
 )
 
@@ -23,7 +24,7 @@ import (
 func BenchmarkWarmReview(b *testing.B) {
 	client := fake.NewClientset()
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: upstream, Tokens: testTokens, Local: webhook.ClientsetLocalSecrets{Client: client}, UpstreamTimeout: time.Second,
+		Stores: upstream, Tokens: testTokens, Local: relay.ClientsetLocalSecrets{Client: client}, UpstreamTimeout: time.Second,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -32,7 +33,7 @@ func BenchmarkWarmReview(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := seedPod(map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedSecrets})
+	p := seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedSecrets})
 	raw, _ := json.Marshal(p)
 	dry := false
 	body, _ := json.Marshal(admissionv1.AdmissionReview{

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/webhook"
 )
 
@@ -25,7 +26,7 @@ func FuzzReview(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u","operation":"DELETE"}}`))
 
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: upstream, Tokens: testTokens, Local: webhook.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
+		Stores: upstream, Tokens: testTokens, Local: relay.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
 	})
 	if err != nil {
 		f.Fatal(err)

@@ -24,12 +24,13 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // testTokens keys the tokens of the handler tests.
-var testTokens = func() webhook.TokenKey {
-	k, err := webhook.NewTokenKey(bytes.Repeat([]byte("k"), 32))
+var testTokens = func() relay.TokenKey {
+	k, err := relay.NewTokenKey(bytes.Repeat([]byte("k"), 32))
 	if err != nil {
 		panic(err)
 	}
@@ -39,7 +40,7 @@ var testTokens = func() webhook.TokenKey {
 // fakeStores serves upstream Secrets from memory; a store named "down" is unreachable.
 type fakeStores map[string]map[string]*corev1.Secret
 
-func (f fakeStores) Resolve(_ context.Context, ns string, ref webhook.StoreRef) (webhook.SecretSource, error) {
+func (f fakeStores) Resolve(_ context.Context, ns string, ref relay.StoreRef) (relay.SecretSource, error) {
 	if ref.Name == "down" {
 		return unreachable{}, nil
 	}
@@ -65,7 +66,7 @@ func (f fakeSource) Get(_ context.Context, name string) (*corev1.Secret, error) 
 type unreachable struct{}
 
 func (unreachable) Get(context.Context, string) (*corev1.Secret, error) {
-	return nil, fmt.Errorf("%w: connection refused", webhook.ErrUpstreamUnreachable)
+	return nil, fmt.Errorf("%w: connection refused", relay.ErrUnreachable)
 }
 
 var upstream = fakeStores{"remote-k8s-store": {
@@ -135,7 +136,7 @@ func newHarness(t *testing.T, stores fakeStores) *harness {
 	core, logs := observer.New(zap.DebugLevel)
 	h.logs = logs
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: stores, Tokens: testTokens, Local: webhook.ClientsetLocalSecrets{Client: h.client},
+		Stores: stores, Tokens: testTokens, Local: relay.ClientsetLocalSecrets{Client: h.client},
 		UnservedNamespaces: []string{"kube-system", "secret-relay"},
 		UpstreamTimeout:    time.Second, Logger: zap.New(core),
 		Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
@@ -229,7 +230,7 @@ func TestHandler(t *testing.T) {
 
 	t.Run("The seed pod should be admitted, patched, and its Secret written.", func(t *testing.T) {
 		h := newHarness(t, upstream)
-		code, resp := h.review(t, seedPod(map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedSecrets}), false)
+		code, resp := h.review(t, seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedSecrets}), false)
 		assert.Equal(t, http.StatusOK, code)
 		require.True(t, resp.Allowed)
 		assert.Len(t, patchOps(t, resp.Patch), 2, "the status annotation and the envFrom")
@@ -243,7 +244,7 @@ func TestHandler(t *testing.T) {
 
 	t.Run("A reinvoked review of an already relayed pod should change nothing.", func(t *testing.T) {
 		h := newHarness(t, upstream)
-		p := seedPod(map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedSecrets})
+		p := seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedSecrets})
 		_, first := h.review(t, p, false)
 		require.True(t, first.Allowed)
 		// Apply what the first review did, as the API server would before reinvoking.
@@ -251,7 +252,7 @@ func TestHandler(t *testing.T) {
 		require.NoError(t, err)
 		s, err := h.client.CoreV1().Secrets("default").Get(context.Background(), "pulled-secrets", metav1.GetOptions{})
 		require.NoError(t, err)
-		require.NoError(t, webhook.MutatePod(p, reqs, map[string]string{"pulled-secrets": s.Annotations[webhook.AnnotationDataHash]}))
+		require.NoError(t, webhook.MutatePod(p, reqs, map[string]string{"pulled-secrets": s.Annotations[relay.AnnotationDataHash]}))
 
 		_, second := h.review(t, p, false)
 		require.True(t, second.Allowed)
@@ -267,7 +268,7 @@ func TestHandler(t *testing.T) {
 
 	t.Run("A dryRun review should return the same patch and write nothing.", func(t *testing.T) {
 		h := newHarness(t, upstream)
-		p := seedPod(map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedSecrets})
+		p := seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedSecrets})
 		_, dry := h.review(t, p, true)
 		require.True(t, dry.Allowed)
 		_, err := h.client.CoreV1().Secrets("default").Get(context.Background(), "pulled-secrets", metav1.GetOptions{})
@@ -278,7 +279,7 @@ func TestHandler(t *testing.T) {
 
 	t.Run("A denial should be HTTP 200 with allowed=false and a secret-relay message.", func(t *testing.T) {
 		h := newHarness(t, upstream)
-		code, resp := h.review(t, seedPod(map[string]string{webhook.AnnotationStore: "nope", webhook.AnnotationSecrets: seedSecrets}), false)
+		code, resp := h.review(t, seedPod(map[string]string{relay.AnnotationStore: "nope", relay.AnnotationSecrets: seedSecrets}), false)
 		assert.Equal(t, http.StatusOK, code)
 		assert.False(t, resp.Allowed)
 		require.NotNil(t, resp.Result)
@@ -288,21 +289,21 @@ func TestHandler(t *testing.T) {
 
 	t.Run("A malformed annotation should be denied naming the annotation.", func(t *testing.T) {
 		h := newHarness(t, upstream)
-		_, resp := h.review(t, seedPod(map[string]string{webhook.AnnotationSecrets: "{not: [a list"}), false)
+		_, resp := h.review(t, seedPod(map[string]string{relay.AnnotationSecrets: "{not: [a list"}), false)
 		assert.False(t, resp.Allowed)
 		assert.Contains(t, resp.Result.Message, "secret-relay: annotation secret-relay.io/secrets")
 	})
 
 	t.Run("An unreachable upstream with no copy should be denied.", func(t *testing.T) {
 		h := newHarness(t, upstream)
-		_, resp := h.review(t, seedPod(map[string]string{webhook.AnnotationStore: "down", webhook.AnnotationSecrets: seedSecrets}), false)
+		_, resp := h.review(t, seedPod(map[string]string{relay.AnnotationStore: "down", relay.AnnotationSecrets: seedSecrets}), false)
 		assert.False(t, resp.Allowed)
 		assert.Contains(t, resp.Result.Message, "secret-relay: upstream of store SecretStore/down is unreachable")
 	})
 
 	t.Run("No log line should carry a patch or a secret value, even at debug level.", func(t *testing.T) {
 		h := newHarness(t, upstream)
-		_, resp := h.review(t, seedPod(map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedSecrets}), false)
+		_, resp := h.review(t, seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedSecrets}), false)
 		require.True(t, resp.Allowed)
 		require.NotZero(t, h.logs.Len())
 		handled := h.logs.FilterMessage("Admission review request handled").All()
@@ -319,7 +320,7 @@ func TestHandler(t *testing.T) {
 
 // seedWith is the seed pod asking for its Secret under annotations.
 func seedWith(secrets string) *corev1.Pod {
-	return seedPod(map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: secrets})
+	return seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: secrets})
 }
 
 func TestHandlerWrites(t *testing.T) {
@@ -452,4 +453,23 @@ func TestHandlerNamespaces(t *testing.T) {
 		assert.Empty(t, h.client.Actions())
 		assert.Equal(t, []string{"untouched"}, h.seen)
 	})
+}
+
+func TestHandlerBeforeTheTokenKey(t *testing.T) {
+	m, err := webhook.NewMutator(webhook.MutatorConfig{
+		Stores: upstream, Local: relay.ClientsetLocalSecrets{Client: fake.NewClientset()},
+		Tokens: relay.NewKeyedTokens(fake.NewClientset(), "secret-relay", nil, nil), // never run: no key
+	})
+	require.NoError(t, err)
+	handler, err := webhook.NewHandler(webhook.HandlerConfig{Mutator: m})
+	require.NoError(t, err)
+	srv := httptest.NewServer(handler)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL, "application/json", bytes.NewReader(reviewJSON(t, seedWith(seedSecrets), false)))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out admissionv1.AdmissionReview
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	assert.False(t, out.Response.Allowed)
+	assert.Equal(t, "secret-relay: this replica is starting: its token key is not loaded yet; retry in a moment", out.Response.Result.Message)
 }

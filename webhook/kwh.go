@@ -17,10 +17,13 @@ import (
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // This is the only file that knows kubewebhook's webhook and HTTP types: it wires the
-// Mutator into a handler and turns DenyErrors into denials.
+// Mutator into a handler and turns denials (DenyErrors and relay.Errors) into
+// allowed=false.
 
 // WebhookID names the webhook in kubewebhook's logs and metrics.
 const WebhookID = "secret-relay-pods"
@@ -99,7 +102,7 @@ func recoverBadReviews(next http.Handler, logger *zap.Logger) http.Handler {
 }
 
 // denyDecorator answers pods that carry no secret-relay.io/secrets with an empty
-// patch, and turns a DenyError into allowed=false with its message: HTTP 200, so the
+// patch, and turns a denial into allowed=false with its message: HTTP 200, so the
 // user reads why, instead of an HTTP 500 that the API server reports as a failed
 // webhook call.
 type denyDecorator struct {
@@ -116,11 +119,11 @@ func (d denyDecorator) Review(ctx context.Context, ar kwhmodel.AdmissionReview) 
 		return &kwhmodel.MutatingAdmissionResponse{ID: ar.ID}, nil
 	}
 	resp, err := d.next.Review(ctx, ar)
-	var deny *DenyError
-	switch {
-	case errors.As(err, &deny):
+	if msg, ok := denial(err); ok {
 		d.observe("denied")
-		return &kwhmodel.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: deny.Error()}, nil
+		return &kwhmodel.ValidatingAdmissionResponse{ID: ar.ID, Allowed: false, Message: msg}, nil
+	}
+	switch {
 	case err != nil:
 		d.observe("error")
 		return nil, err
@@ -154,7 +157,7 @@ func wantsRelay(raw []byte) bool {
 	return bytes.Contains(raw, secretsKeyJSON)
 }
 
-var secretsKeyJSON = []byte(`"` + AnnotationSecrets + `"`)
+var secretsKeyJSON = []byte(`"` + relay.AnnotationSecrets + `"`)
 
 var _ kwhwebhook.Webhook = denyDecorator{}
 var _ kwhlog.Logger = (*KubewebhookLogger)(nil)

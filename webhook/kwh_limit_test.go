@@ -18,6 +18,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/webhook"
 )
 
@@ -27,9 +28,9 @@ func paddedReview(t *testing.T, size int) []byte {
 	t.Helper()
 	build := func(pad int) []byte {
 		return reviewJSON(t, seedPod(map[string]string{
-			webhook.AnnotationStore:   "remote-k8s-store",
-			webhook.AnnotationSecrets: seedSecrets,
-			"example.com/padding":     strings.Repeat("x", pad),
+			relay.AnnotationStore:   "remote-k8s-store",
+			relay.AnnotationSecrets: seedSecrets,
+			"example.com/padding":   strings.Repeat("x", pad),
 		}), false)
 	}
 	body := build(size - len(build(0)))
@@ -59,7 +60,7 @@ func (r *countingReader) Read(p []byte) (int, error) {
 func newLimitHandler(t *testing.T) http.Handler {
 	t.Helper()
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: upstream, Tokens: testTokens, Local: webhook.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
+		Stores: upstream, Tokens: testTokens, Local: relay.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
 	})
 	require.NoError(t, err)
 	h, err := webhook.NewHandler(webhook.HandlerConfig{Mutator: m, Logger: zap.NewNop()})

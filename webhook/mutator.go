@@ -13,26 +13,17 @@ import (
 	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
-// ErrUpstreamUnreachable marks an upstream that did not answer in time, refused the
-// connection, or whose watch is broken: the webhook cannot vouch that a copy is
-// current. Implementations of SecretSource wrap it.
-var ErrUpstreamUnreachable = errors.New("upstream unreachable")
-
 // StoreResolver finds the store a pod names and checks that the pod's namespace may
-// use it. It returns a DenyError when the store does not exist, is not allowed, or
+// use it. It returns a relay.Error when the store does not exist, is not allowed, or
 // is misconfigured.
 type StoreResolver interface {
-	Resolve(ctx context.Context, namespace string, ref StoreRef) (SecretSource, error)
-}
-
-// SecretSource reads upstream Secrets through one store; the Secrets it returns may
-// be shared with a cache and must not be modified. Get returns a DenyError when
-// the Secret is missing or the upstream refuses, and an error wrapping
-// ErrUpstreamUnreachable when the upstream cannot be reached.
-type SecretSource interface {
-	Get(ctx context.Context, name string) (*corev1.Secret, error)
+	Resolve(ctx context.Context, namespace string, ref relay.StoreRef) (relay.SecretSource, error)
 }
 
 // LocalSecrets reads and writes Secrets in the downstream cluster.
@@ -54,7 +45,7 @@ type MutatorConfig struct {
 	Stores StoreResolver
 	Local  LocalSecrets
 	// Tokens keys the data tokens of copies and of the pod's status annotation.
-	Tokens Tokenizer
+	Tokens relay.Tokenizer
 	// UnservedNamespaces are never relayed into, as the shipped webhook
 	// configuration never sends their pods: a review for one was posted by someone
 	// other than the API server.
@@ -114,15 +105,15 @@ type Result struct {
 	Written []string
 }
 
-// maxConflictRetries bounds the retries when concurrent admissions write the same
-// local Secret.
-const maxConflictRetries = 5
+// conflictBackoff bounds the tries when concurrent admissions write the same local
+// Secret: each retry reads it again first, and stops when it finds it current.
+var conflictBackoff = wait.Backoff{Steps: 5, Duration: 5 * time.Millisecond, Factor: 2, Jitter: 0.5}
 
 // Relay resolves every reference of pod, created in namespace ns, writes the local
 // Secrets (with dryRun, has the API server check the writes and store nothing) and
 // mutates pod in place. All references are resolved before anything is written: if
-// any fails, nothing is written and the error is a DenyError. A write that fails is
-// a DenyError too, naming the Secret and the reason.
+// any fails, nothing is written and the error is a denial (a relay.Error or a
+// DenyError). A write that fails is a relay.Error too, naming the Secret and the reason.
 func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun bool) (Result, error) {
 	var res Result
 	reqs, err := m.parsed.parse(pod.Annotations)
@@ -132,8 +123,8 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 	if err := m.checkNamespace(ns, pod); err != nil {
 		return res, err
 	}
-	if l, ok := m.cfg.Tokens.(loader); ok && !l.Loaded() {
-		return res, Denyf("%v; retry in a moment", errNoTokenKey)
+	if l, ok := m.cfg.Tokens.(interface{ Loaded() bool }); ok && !l.Loaded() {
+		return res, &relay.Error{Reason: relay.ErrKeyNotLoaded, Namespace: ns}
 	}
 	// The contract answers every review within the upstream timeout plus a second;
 	// the last tenth of it is left for the response to travel.
@@ -148,13 +139,17 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 	fetch := m.fetcher(ns)
 	for i, req := range reqs {
 		if existing[i], err = m.cfg.Local.Get(ctx, ns, req.Name); err != nil {
-			return res, Denyf("could not read Secret %q in namespace %q: %s", req.Name, ns, DescribeWriteError(err, nil))
+			return res, &relay.Error{Reason: relay.ErrReadFailed, Namespace: ns, Secret: req.Name, Detail: relay.DescribeWriteError(err, nil)}
 		}
 		remote, err := fetch(upstreamCtx, req)
-		if errors.Is(err, ErrUpstreamUnreachable) {
+		if errors.Is(err, relay.ErrUnreachable) {
 			copyToken, warning, ok := fallbackCopy(existing[i], req)
 			if !ok {
-				return res, Denyf("upstream of store %s is unreachable and there is no copy of Secret %q in namespace %q to fall back on: %v", req.Store, req.Name, ns, err)
+				detail := err.Error()
+				if e := relay.AsError(err); e != nil {
+					detail = e.Detail
+				}
+				return res, &relay.Error{Reason: relay.ErrUnreachable, Namespace: ns, Secret: req.Name, Store: req.Store, Detail: detail}
 			}
 			res.Warnings = append(res.Warnings, warning)
 			tokens[req.Name] = copyToken
@@ -163,11 +158,11 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		if err != nil {
 			return res, err
 		}
-		if plans[i], err = PlanSecret(ns, req, remote, m.cfg.Now(), m.cfg.Tokens); err != nil {
+		if plans[i], err = relay.PlanSecret(ns, req, remote, m.cfg.Now(), m.cfg.Tokens); err != nil {
 			return res, err
 		}
-		tokens[req.Name] = plans[i].Annotations[AnnotationDataHash]
-		write, err := CheckExisting(existing[i], plans[i], m.cfg.Tokens)
+		tokens[req.Name] = plans[i].Annotations[relay.AnnotationDataHash]
+		write, err := relay.CheckExisting(existing[i], plans[i], m.cfg.Tokens)
 		if err != nil {
 			return res, err
 		}
@@ -211,10 +206,10 @@ func (m *Mutator) checkNamespace(ns string, pod *corev1.Pod) error {
 
 // fetcher returns a function that reads the upstream Secrets of one request, reading
 // each store and each remote Secret once per admission.
-func (m *Mutator) fetcher(ns string) func(context.Context, SecretRequest) (RemoteSecrets, error) {
-	sources := map[StoreRef]SecretSource{}
-	read := map[StoreRef]RemoteSecrets{}
-	return func(ctx context.Context, req SecretRequest) (RemoteSecrets, error) {
+func (m *Mutator) fetcher(ns string) func(context.Context, relay.SecretRequest) (relay.RemoteSecrets, error) {
+	sources := map[relay.StoreRef]relay.SecretSource{}
+	read := map[relay.StoreRef]relay.RemoteSecrets{}
+	return func(ctx context.Context, req relay.SecretRequest) (relay.RemoteSecrets, error) {
 		src, ok := sources[req.Store]
 		if !ok {
 			var err error
@@ -222,9 +217,9 @@ func (m *Mutator) fetcher(ns string) func(context.Context, SecretRequest) (Remot
 				return nil, err
 			}
 			sources[req.Store] = src
-			read[req.Store] = RemoteSecrets{}
+			read[req.Store] = relay.RemoteSecrets{}
 		}
-		out := RemoteSecrets{}
+		out := relay.RemoteSecrets{}
 		for _, key := range req.RemoteKeys() {
 			s, ok := read[req.Store][key]
 			if !ok {
@@ -242,16 +237,16 @@ func (m *Mutator) fetcher(ns string) func(context.Context, SecretRequest) (Remot
 
 // fallbackCopy decides whether an existing local Secret may stand in while the
 // upstream is unreachable: only a managed copy from the same source.
-func fallbackCopy(existing *corev1.Secret, req SecretRequest) (token, warning string, ok bool) {
-	if existing == nil || existing.Labels[LabelManagedBy] != ManagedByValue {
+func fallbackCopy(existing *corev1.Secret, req relay.SecretRequest) (token, warning string, ok bool) {
+	if existing == nil || existing.Labels[relay.LabelManagedBy] != relay.ManagedByValue {
 		return "", "", false
 	}
-	src, err := ParseSource(existing.Annotations[AnnotationSource])
-	if err != nil || !src.Equal(SourceOf(req)) {
+	src, err := relay.ParseSource(existing.Annotations[relay.AnnotationSource])
+	if err != nil || !src.Equal(relay.SourceOf(req)) {
 		return "", "", false
 	}
-	syncedAt := existing.Annotations[AnnotationSyncedAt]
-	return existing.Annotations[AnnotationDataHash], DenyPrefix + "upstream unreachable, using copy synced at " + syncedAt, true
+	syncedAt := existing.Annotations[relay.AnnotationSyncedAt]
+	return existing.Annotations[relay.AnnotationDataHash], DenyPrefix + "upstream unreachable, using copy synced at " + syncedAt, true
 }
 
 // sharedWrite is write, done once for all concurrent callers that want the same
@@ -261,7 +256,7 @@ func fallbackCopy(existing *corev1.Secret, req SecretRequest) (token, warning st
 func (m *Mutator) sharedWrite(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) (bool, error) {
 	key := strings.Join([]string{
 		desired.Namespace, desired.Name, string(desired.Type),
-		desired.Annotations[AnnotationSource], desired.Annotations[AnnotationDataHash], strconv.FormatBool(dryRun),
+		desired.Annotations[relay.AnnotationSource], desired.Annotations[relay.AnnotationDataHash], strconv.FormatBool(dryRun),
 	}, "\x00")
 	v, err, _ := m.writes.Do(key, func() (any, error) {
 		return m.write(ctx, existing, desired, dryRun)
@@ -270,28 +265,40 @@ func (m *Mutator) sharedWrite(ctx context.Context, existing, desired *corev1.Sec
 	return wrote, err
 }
 
-// write creates or updates one local Secret that CheckExisting found wanting, and
+// write creates or updates one local Secret that relay.CheckExisting found wanting, and
 // re-reads and re-checks it when a concurrent admission wrote it first. It reports
-// whether it wrote. A write the API server refuses is a DenyError naming the Secret
+// whether it wrote. A write the API server refuses is a relay.Error naming the Secret
 // and the reason.
 func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) (bool, error) {
-	for range maxConflictRetries {
-		err := m.cfg.Local.Apply(ctx, existing, desired, dryRun)
-		if err == nil {
-			return true, nil
+	wrote, retrying := false, false
+	err := retry.OnError(conflictBackoff, isConflict, func() error {
+		if retrying { // a concurrent write got there first: look again
+			latest, err := m.cfg.Local.Latest(ctx, desired.Namespace, desired.Name)
+			if err != nil {
+				return &relay.Error{Reason: relay.ErrReadFailed, Namespace: desired.Namespace, Secret: desired.Name, Detail: relay.DescribeWriteError(err, nil)}
+			}
+			if write, err := relay.CheckExisting(latest, desired, m.cfg.Tokens); err != nil || !write {
+				return err // someone else's, or current already
+			}
+			existing = latest
 		}
-		if !isConflict(err) {
-			return false, Denyf("could not write Secret %q in namespace %q: %s", desired.Name, desired.Namespace, DescribeWriteError(err, desired.Data))
+		retrying = true
+		if err := m.cfg.Local.Apply(ctx, existing, desired, dryRun); err != nil {
+			return err
 		}
-		if existing, err = m.cfg.Local.Latest(ctx, desired.Namespace, desired.Name); err != nil {
-			return false, Denyf("could not read Secret %q in namespace %q: %s", desired.Name, desired.Namespace, DescribeWriteError(err, nil))
-		}
-		write, err := CheckExisting(existing, desired, m.cfg.Tokens)
-		if err != nil || !write {
-			return false, err
-		}
+		wrote = true
+		return nil
+	})
+	switch {
+	case isConflict(err):
+		return false, &relay.Error{Reason: relay.ErrWriteFailed, Namespace: desired.Namespace, Secret: desired.Name,
+			Detail: fmt.Sprintf("it was changed by someone else %d times in a row; retry", conflictBackoff.Steps)}
+	case relay.AsError(err) != nil:
+		return false, err
+	case err != nil:
+		return false, &relay.Error{Reason: relay.ErrWriteFailed, Namespace: desired.Namespace, Secret: desired.Name, Detail: relay.DescribeWriteError(err, desired.Data)}
 	}
-	return false, Denyf("could not write Secret %q in namespace %q: it was changed by someone else %d times in a row; retry", desired.Name, desired.Namespace, maxConflictRetries)
+	return wrote, nil
 }
 
 // isConflict reports whether another writer got there first: the Secret was created

@@ -1,6 +1,10 @@
 package webhook
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/secret-relay/secret-relay/relay"
+)
 
 // parsedCacheSize bounds the memo of parsed annotations. Pods of one workload carry
 // the same annotations, so a few hundred distinct values cover a large cluster.
@@ -17,16 +21,16 @@ type parsedAnnotations struct {
 type parsedKey struct{ store, secrets string }
 
 type parsedResult struct {
-	reqs []SecretRequest
+	reqs []relay.SecretRequest
 	err  error
 }
 
-func (c *parsedAnnotations) parse(annotations map[string]string) ([]SecretRequest, error) {
-	secrets, ok := annotations[AnnotationSecrets]
+func (c *parsedAnnotations) parse(annotations map[string]string) ([]relay.SecretRequest, error) {
+	secrets, ok := annotations[relay.AnnotationSecrets]
 	if !ok {
 		return nil, nil
 	}
-	store, hasStore := annotations[AnnotationStore]
+	store, hasStore := annotations[relay.AnnotationStore]
 	if !hasStore {
 		// Distinguish "no store annotation" from an empty one.
 		store = "\x00"

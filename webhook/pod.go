@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // volumePrefix starts the name of every pod volume secret-relay adds.
@@ -19,7 +21,7 @@ const volumePrefix = "secret-relay-"
 // idempotent: applying it twice changes nothing more, so a reinvoked review of a pod
 // it already mutated yields an empty patch. On error the pod is left unchanged; a
 // DenyError names the container, volume and path that stand in the way.
-func MutatePod(pod *corev1.Pod, reqs []SecretRequest, hashes map[string]string) error {
+func MutatePod(pod *corev1.Pod, reqs []relay.SecretRequest, hashes map[string]string) error {
 	if len(reqs) == 0 {
 		return nil
 	}
@@ -32,7 +34,7 @@ func MutatePod(pod *corev1.Pod, reqs []SecretRequest, hashes map[string]string) 
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
-	out.Annotations[AnnotationStatus] = status
+	out.Annotations[relay.AnnotationStatus] = status
 
 	for _, req := range reqs {
 		if req.Env {
@@ -56,7 +58,7 @@ func MutatePod(pod *corev1.Pod, reqs []SecretRequest, hashes map[string]string) 
 // statusValue renders the secret-relay.io/status annotation: every local Secret and
 // its keyed data token, never a value or anything a value can be guessed from.
 // encoding/json sorts the keys, so the value is stable.
-func statusValue(reqs []SecretRequest, hashes map[string]string) (string, error) {
+func statusValue(reqs []relay.SecretRequest, hashes map[string]string) (string, error) {
 	status := make(map[string]string, len(reqs))
 	for _, req := range reqs {
 		h, ok := hashes[req.Name]
@@ -67,7 +69,7 @@ func statusValue(reqs []SecretRequest, hashes map[string]string) (string, error)
 	}
 	b, err := json.Marshal(status)
 	if err != nil {
-		return "", fmt.Errorf("could not encode %s annotation: %w", AnnotationStatus, err)
+		return "", fmt.Errorf("could not encode %s annotation: %w", relay.AnnotationStatus, err)
 	}
 	return string(b), nil
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/pods")
@@ -34,8 +37,19 @@ type secretList struct {
 	Items      []corev1.Secret `json:"items"`
 }
 
+var testSyncedAt = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// testTokens keys the tokens of the golden tests: 32 bytes of "k", as relay's tests.
+var testTokens = func() relay.TokenKey {
+	k, err := relay.NewTokenKey(bytes.Repeat([]byte("k"), 32))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 // TestMutatePodGolden runs each case in testdata/pods the way admission does:
-// ParseAnnotations, then PlanSecret for each request, then MutatePod.
+// ParseAnnotations, then relay.PlanSecret for each request, then MutatePod.
 //
 // A case is testdata/pods/<case>.yaml with two YAML documents:
 //  1. the pod as created, with its secret-relay.io annotations;
@@ -68,9 +82,9 @@ func TestMutatePodGolden(t *testing.T) {
 			hashes := map[string]string{}
 			secrets := secretList{APIVersion: "v1", Kind: "List"}
 			for _, req := range reqs {
-				s, err := PlanSecret(pod.Namespace, req, remote, testSyncedAt, testTokens)
+				s, err := relay.PlanSecret(pod.Namespace, req, remote, testSyncedAt, testTokens)
 				require.NoError(t, err)
-				hashes[s.Name] = s.Annotations[AnnotationDataHash]
+				hashes[s.Name] = s.Annotations[relay.AnnotationDataHash]
 				s.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}
 				secrets.Items = append(secrets.Items, *s)
 			}
@@ -96,7 +110,7 @@ func TestMutatePodGolden(t *testing.T) {
 }
 
 // readCase reads a case file: the pod, then the List of upstream Secrets.
-func readCase(t *testing.T, file string) (*corev1.Pod, RemoteSecrets) {
+func readCase(t *testing.T, file string) (*corev1.Pod, relay.RemoteSecrets) {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	require.NoError(t, err)
@@ -120,7 +134,7 @@ func readCase(t *testing.T, file string) (*corev1.Pod, RemoteSecrets) {
 	require.NoError(t, yaml.UnmarshalStrict(docs[1], &list), "%s: upstream Secrets", file)
 	require.Equal(t, "List", list.Kind, "%s: the second document should be a v1 List", file)
 
-	remote := RemoteSecrets{}
+	remote := relay.RemoteSecrets{}
 	for i := range list.Items {
 		s := list.Items[i]
 		for k, v := range s.StringData {
@@ -178,7 +192,7 @@ func TestMutatePod(t *testing.T) {
 
 	tests := map[string]struct {
 		pod    func() *corev1.Pod
-		reqs   []SecretRequest
+		reqs   []relay.SecretRequest
 		expPod func() *corev1.Pod
 		expErr string
 		expDen bool
@@ -190,19 +204,19 @@ func TestMutatePod(t *testing.T) {
 		},
 		"A request without env or mountPath should only set the status.": {
 			pod:  basePod,
-			reqs: []SecretRequest{{Name: "db"}},
+			reqs: []relay.SecretRequest{{Name: "db"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
+				p.Annotations = map[string]string{relay.AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				return p
 			},
 		},
 		"The status should list every request, sorted by name.": {
 			pod:  basePod,
-			reqs: []SecretRequest{{Name: "db"}, {Name: "app.tls"}},
+			reqs: []relay.SecretRequest{{Name: "db"}, {Name: "app.tls"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"app.tls":"hmac-sha256:def","db":"hmac-sha256:abc"}`}
+				p.Annotations = map[string]string{relay.AnnotationStatus: `{"app.tls":"hmac-sha256:def","db":"hmac-sha256:abc"}`}
 				return p
 			},
 		},
@@ -212,10 +226,10 @@ func TestMutatePod(t *testing.T) {
 				p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}}}}
 				return p
 			},
-			reqs: []SecretRequest{{Name: "db", Env: true}},
+			reqs: []relay.SecretRequest{{Name: "db", Env: true}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
+				p.Annotations = map[string]string{relay.AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				p.Spec.InitContainers[0].EnvFrom = []corev1.EnvFromSource{dbEnv}
 				p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}}}, dbEnv}
 				p.Spec.Containers[1].EnvFrom = []corev1.EnvFromSource{dbEnv}
@@ -230,22 +244,22 @@ func TestMutatePod(t *testing.T) {
 				p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{Prefix: "DB_", SecretRef: dbEnv.SecretRef}}
 				return p
 			},
-			reqs: []SecretRequest{{Name: "db", Env: true}},
+			reqs: []relay.SecretRequest{{Name: "db", Env: true}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
 				p.Spec.InitContainers = nil
 				p.Spec.Containers = p.Spec.Containers[:1]
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
+				p.Annotations = map[string]string{relay.AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{Prefix: "DB_", SecretRef: dbEnv.SecretRef}, dbEnv}
 				return p
 			},
 		},
 		"A mountPath should add a volume and a read-only mount in containers, not init containers.": {
 			pod:  basePod,
-			reqs: []SecretRequest{{Name: "db", MountPath: "/etc/db"}},
+			reqs: []relay.SecretRequest{{Name: "db", MountPath: "/etc/db"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
+				p.Annotations = map[string]string{relay.AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				p.Spec.Volumes = []corev1.Volume{dbVolume}
 				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{dbMount}
 				p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{dbMount}
@@ -262,13 +276,13 @@ func TestMutatePod(t *testing.T) {
 				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{dbMount}
 				return p
 			},
-			reqs: []SecretRequest{{Name: "db", MountPath: "/etc/db/"}},
+			reqs: []relay.SecretRequest{{Name: "db", MountPath: "/etc/db/"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
 				v := dbVolume.DeepCopy()
 				mode := int32(0o644)
 				v.Secret.DefaultMode = &mode
-				p.Annotations = map[string]string{AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
+				p.Annotations = map[string]string{relay.AnnotationStatus: `{"db":"hmac-sha256:abc"}`}
 				p.Spec.Volumes = []corev1.Volume{*v}
 				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{dbMount}
 				p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: "secret-relay-db", MountPath: "/etc/db/", ReadOnly: true}}
@@ -277,10 +291,10 @@ func TestMutatePod(t *testing.T) {
 		},
 		"A Secret name that is not a DNS label should get a hashed volume name.": {
 			pod:  basePod,
-			reqs: []SecretRequest{{Name: "app.tls", MountPath: "/etc/tls"}},
+			reqs: []relay.SecretRequest{{Name: "app.tls", MountPath: "/etc/tls"}},
 			expPod: func() *corev1.Pod {
 				p := basePod()
-				p.Annotations = map[string]string{AnnotationStatus: `{"app.tls":"hmac-sha256:def"}`}
+				p.Annotations = map[string]string{relay.AnnotationStatus: `{"app.tls":"hmac-sha256:def"}`}
 				name := volumeName("app.tls")
 				p.Spec.Volumes = []corev1.Volume{{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "app.tls"}}}}
 				p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: name, MountPath: "/etc/tls", ReadOnly: true}}
@@ -294,13 +308,13 @@ func TestMutatePod(t *testing.T) {
 				p.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: "config", MountPath: "/etc/db"}}
 				return p
 			},
-			reqs:   []SecretRequest{{Name: "db", Env: true, MountPath: "/etc/db"}},
+			reqs:   []relay.SecretRequest{{Name: "db", Env: true, MountPath: "/etc/db"}},
 			expErr: `container "sidecar" already mounts volume "config" at "/etc/db"; cannot mount Secret "db" there`,
 			expDen: true,
 		},
 		"Two requests at the same mountPath should be denied.": {
 			pod:    basePod,
-			reqs:   []SecretRequest{{Name: "db", MountPath: "/etc/creds"}, {Name: "app.tls", MountPath: "/etc/creds"}},
+			reqs:   []relay.SecretRequest{{Name: "db", MountPath: "/etc/creds"}, {Name: "app.tls", MountPath: "/etc/creds"}},
 			expErr: `container "app" already mounts volume "secret-relay-db" at "/etc/creds"; cannot mount Secret "app.tls" there`,
 			expDen: true,
 		},
@@ -310,7 +324,7 @@ func TestMutatePod(t *testing.T) {
 				p.Spec.Volumes = []corev1.Volume{{Name: "secret-relay-db", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 				return p
 			},
-			reqs:   []SecretRequest{{Name: "db", MountPath: "/etc/db"}},
+			reqs:   []relay.SecretRequest{{Name: "db", MountPath: "/etc/db"}},
 			expErr: `pod volume "secret-relay-db" already exists and is not Secret "db"; cannot mount it at "/etc/db"`,
 			expDen: true,
 		},
@@ -320,19 +334,19 @@ func TestMutatePod(t *testing.T) {
 				p.Spec.Volumes = []corev1.Volume{{Name: "secret-relay-db", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "other"}}}}
 				return p
 			},
-			reqs:   []SecretRequest{{Name: "db", MountPath: "/etc/db"}},
+			reqs:   []relay.SecretRequest{{Name: "db", MountPath: "/etc/db"}},
 			expErr: `pod volume "secret-relay-db" already exists and is not Secret "db"; cannot mount it at "/etc/db"`,
 			expDen: true,
 		},
 		"A relative mountPath should be denied.": {
 			pod:    basePod,
-			reqs:   []SecretRequest{{Name: "db", MountPath: "etc/db"}},
+			reqs:   []relay.SecretRequest{{Name: "db", MountPath: "etc/db"}},
 			expErr: `mountPath "etc/db" of Secret "db" is not an absolute path`,
 			expDen: true,
 		},
 		"A request without a hash should be a fault, not a denial.": {
 			pod:    basePod,
-			reqs:   []SecretRequest{{Name: "missing"}},
+			reqs:   []relay.SecretRequest{{Name: "missing"}},
 			expErr: `no data-hash for local Secret "missing"`,
 		},
 	}

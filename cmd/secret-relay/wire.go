@@ -3,36 +3,37 @@ package main
 import (
 	"context"
 	"errors"
-	"maps"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/secret-relay/secret-relay/api/client/clientset/versioned"
+	"github.com/secret-relay/secret-relay/controllers"
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/remote"
 	"github.com/secret-relay/secret-relay/webhook"
 )
+
+var _ webhook.StoreResolver = (*remote.Resolver)(nil)
 
 // relayParts are secret-relay's moving parts, wired together: the caches every
 // replica keeps, the mutator that admission calls, and the two controllers.
 type relayParts struct {
 	kube       kubernetes.Interface
 	stores     *remote.StoreCache
-	local      *webhook.ManagedSecrets
-	tokens     *webhook.KeyedTokens
+	local      *relay.ManagedSecrets
+	tokens     *relay.KeyedTokens
 	namespaces informers.SharedInformerFactory
-	validator  *remote.StoreValidator
-	syncer     *remote.SyncController
+	validator  *controllers.StoreValidator
+	syncer     *controllers.SyncController
 	mutator    *webhook.Mutator
 	events     record.EventBroadcaster
 	nsSynced   cache.InformerSynced
@@ -53,27 +54,27 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 	recorder := p.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "secret-relay"})
 
 	p.stores = remote.NewStoreCache(down.stores, f.StoreValidationInterval)
-	reg.MustRegister(remote.NewStoreReadyCollector(p.stores))
-	p.local = webhook.NewManagedSecrets(kube)
+	controllerMetrics := controllers.NewMetrics(reg, p.stores)
+	p.local = relay.NewManagedSecrets(kube)
 	refs := remote.NewRefCache(ctx, kube)
 	clients := remote.NewClients(refs, metrics)
 	upstreams := remote.NewUpstreams(ctx, clients, metrics)
 	p.namespaces = informers.NewSharedInformerFactoryWithOptions(kube, 0)
 	nsInformer := p.namespaces.Core().V1().Namespaces()
 	p.nsSynced = nsInformer.Informer().HasSynced
-	authz := remote.NewAuthorizer(p.stores, namespaceLookup(kube, nsInformer.Lister()))
-	p.tokens = webhook.NewKeyedTokens(kube, f.Namespace, logger.Named("tokens"), func() { p.syncer.ResyncAll() })
+	authz := remote.NewAuthorizer(p.stores, remote.NamespacesFrom(nsInformer.Lister(), kube))
+	p.tokens = relay.NewKeyedTokens(kube, f.Namespace, logger.Named("tokens"), func() { p.syncer.ResyncAll() })
 
 	var err error
-	if p.validator, err = remote.NewStoreValidator(remote.StoreValidatorConfig{
+	if p.validator, err = controllers.NewStoreValidator(controllers.StoreValidatorConfig{
 		Stores: p.stores, Clients: clients, Recorder: recorder, Logger: logger.Named("stores"),
 		Interval: f.StoreValidationInterval,
 	}); err != nil {
 		return nil, err
 	}
-	if p.syncer, err = remote.NewSyncController(remote.SyncConfig{
+	if p.syncer, err = controllers.NewSyncController(controllers.SyncConfig{
 		Local: p.local, Stores: p.stores, Authorizer: authz, Upstreams: upstreams, Tokens: p.tokens,
-		Metrics: metrics, Recorder: recorder, Logger: logger.Named("sync"),
+		Metrics: controllerMetrics, Recorder: recorder, Describe: webhook.Describe, Logger: logger.Named("sync"),
 		WaitFor: []cache.InformerSynced{p.nsSynced, p.tokens.Loaded},
 	}); err != nil {
 		return nil, err
@@ -87,13 +88,7 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 		return nil, err
 	}
 	upstreams.OnHealth(p.validator.RevalidateSoon)
-	// New labels may change which ClusterSecretStores a namespace may use.
-	if _, err := nsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: func(old, obj any) {
-		o, n := old.(*corev1.Namespace), obj.(*corev1.Namespace)
-		if !maps.Equal(o.Labels, n.Labels) || n.DeletionTimestamp != nil {
-			p.syncer.NamespaceChanged(n.Name)
-		}
-	}}); err != nil {
+	if err := p.syncer.WatchNamespaces(nsInformer.Informer()); err != nil {
 		return nil, err
 	}
 	p.mutator, err = webhook.NewMutator(webhook.MutatorConfig{
@@ -105,18 +100,6 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 		Logger:             logger.Named("mutator"),
 	})
 	return p, err
-}
-
-// namespaceLookup reads namespaces from the informer, and one created a moment ago,
-// which the informer has not seen yet, from the API.
-func namespaceLookup(kube kubernetes.Interface, lister corelisters.NamespaceLister) remote.NamespaceLookup {
-	return func(ctx context.Context, name string) (*corev1.Namespace, error) {
-		ns, err := lister.Get(name)
-		if apierrors.IsNotFound(err) {
-			return kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
-		}
-		return ns, err
-	}
 }
 
 // start runs what every replica runs: the caches and the sync controller, which

@@ -27,7 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
-	"github.com/secret-relay/secret-relay/webhook"
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // CRDDir is manifests/crds of this checkout.
@@ -391,11 +391,11 @@ func (w *World) Apply(t testing.TB, manifest string) {
 
 // Tokens is the relay installation's token key, read from its Secret in the
 // secret-relay namespace, so that a test can check the tokens it finds.
-func (w *World) Tokens(t testing.TB) webhook.TokenKey {
+func (w *World) Tokens(t testing.TB) relay.TokenKey {
 	t.Helper()
-	s, err := w.Down.Client.CoreV1().Secrets("secret-relay").Get(Context(t), webhook.TokenKeySecret, metav1.GetOptions{})
+	s, err := w.Down.Client.CoreV1().Secrets("secret-relay").Get(Context(t), relay.TokenKeySecret, metav1.GetOptions{})
 	require.NoError(t, err)
-	key, err := webhook.NewTokenKey(s.Data["key"])
+	key, err := relay.NewTokenKey(s.Data["key"])
 	require.NoError(t, err)
 	return key
 }

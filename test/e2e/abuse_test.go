@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // Limits the relay's webhook server is expected to keep (cmd/secret-relay/serve.go).
@@ -50,11 +50,11 @@ func TestAbuse(t *testing.T) {
 		t.Helper()
 		name := fmt.Sprintf("abused-%d", pods.Add(1))
 		created, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod(name, map[string]string{
-			webhook.AnnotationStore:   "remote-k8s-store",
-			webhook.AnnotationSecrets: seedAnnotation,
+			relay.AnnotationStore:   "remote-k8s-store",
+			relay.AnnotationSecrets: seedAnnotation,
 		}), metav1.CreateOptions{})
 		require.NoError(t, err, "a pod is admitted while the webhook is abused")
-		assert.Contains(t, created.Annotations, webhook.AnnotationStatus, "the relay mutated it")
+		assert.Contains(t, created.Annotations, relay.AnnotationStatus, "the relay mutated it")
 	}
 	// slowloris holds n connections that trickle a header, and returns how long
 	// each lived; it runs on any goroutine, so it reports failures as an error.

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestColdBurst creates 30 pods at once that want one Secret nobody has asked for
@@ -38,7 +38,7 @@ func TestColdBurst(t *testing.T) {
 	for i := range pods {
 		wg.Go(func() {
 			_, errs[i] = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod(fmt.Sprintf("burst-%d", i), map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: `["burst-secret"]`,
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: `["burst-secret"]`,
 			}), metav1.CreateOptions{})
 		})
 	}

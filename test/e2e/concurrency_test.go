@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestConcurrentAdmissions creates 200 pods at once over 20 namespaces and 10 remote
@@ -46,7 +46,7 @@ func TestConcurrentAdmissions(t *testing.T) {
 		wg.Go(func() {
 			ns, secret := fmt.Sprintf("tenant-%d", i%namespaces), fmt.Sprintf("shared-%d", i%secrets)
 			_, errs[i] = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod(fmt.Sprintf("p-%d", i), map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: fmt.Sprintf("[%q]", secret),
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: fmt.Sprintf("[%q]", secret),
 			}), metav1.CreateOptions{})
 		})
 	}
@@ -56,7 +56,7 @@ func TestConcurrentAdmissions(t *testing.T) {
 	}
 
 	for ns, names := range want {
-		list, err := w.Down.Client.CoreV1().Secrets(ns).List(cluster.Context(t), metav1.ListOptions{LabelSelector: webhook.LabelManagedBy + "=" + webhook.ManagedByValue})
+		list, err := w.Down.Client.CoreV1().Secrets(ns).List(cluster.Context(t), metav1.ListOptions{LabelSelector: relay.LabelManagedBy + "=" + relay.ManagedByValue})
 		require.NoError(t, err)
 		var got []string
 		for _, s := range list.Items {

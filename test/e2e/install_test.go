@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // certManagerCRDs is deploy/crds of the cert-manager module this repository
@@ -128,10 +128,10 @@ func TestShippedWebhookConfiguration(t *testing.T) {
 	assert.Equal(t, before, w.Relay.Metric(t, "secret_relay_admissions_total"), "matchConditions keep unannotated pods away")
 
 	created, err := down.Client.CoreV1().Pods("default").Create(cluster.Context(t), cluster.Pod("app", map[string]string{
-		webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+		relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 	}), metav1.CreateOptions{})
 	require.NoError(t, err)
-	assert.Contains(t, created.Annotations[webhook.AnnotationStatus], "pulled-secrets")
+	assert.Contains(t, created.Annotations[relay.AnnotationStatus], "pulled-secrets")
 	s, err := down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, []byte("peter"), s.Data["username"])

@@ -16,8 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestLeaderKilledMidSync kills the leader with SIGKILL while it writes a steady
@@ -70,11 +70,11 @@ func TestLeaderKilledMidSync(t *testing.T) {
 		nsNames[j] = fmt.Sprintf("killed-leader-%d", j)
 		w.SeedStore(t, nsNames[j], "remote-k8s-store")
 		_, err := w.Down.Client.CoreV1().Pods(nsNames[j]).Create(ctx, cluster.Pod("app", map[string]string{
-			webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: string(list),
+			relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: string(list),
 		}), metav1.CreateOptions{})
 		require.NoError(t, err)
 	}
-	managed := metav1.ListOptions{LabelSelector: webhook.LabelManagedBy + "=" + webhook.ManagedByValue}
+	managed := metav1.ListOptions{LabelSelector: relay.LabelManagedBy + "=" + relay.ManagedByValue}
 	// copyRounds reads the round every downstream copy holds, keyed namespace/name.
 	copyRounds := func() (map[string]int, error) {
 		rounds := map[string]int{}

@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestLeaderElection runs two serve processes: both admit pods, only the leader
@@ -29,7 +29,7 @@ func TestLeaderElection(t *testing.T) {
 	// Both replicas serve admission: register the second one too.
 	second.Register(t, w.Down)
 	_, err := w.Down.Client.CoreV1().Pods("default").Create(ctx, cluster.Pod("app", map[string]string{
-		webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+		relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 	}), metav1.CreateOptions{})
 	require.NoError(t, err)
 	assert.Positive(t, first.Metric(t, "secret_relay_admissions_total", `result="admitted"`))

@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestUpstreamUnreachable stops the upstream API server: a pod whose Secret has a
@@ -18,7 +18,7 @@ func TestUpstreamUnreachable(t *testing.T) {
 	const upstreamTimeout = time.Second
 	w := newWorld(t, "--upstream-timeout", upstreamTimeout.String())
 	w.SeedStore(t, "default", "remote-k8s-store")
-	annotations := map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation}
+	annotations := map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation}
 	_, err := w.Down.Client.CoreV1().Pods("default").Create(cluster.Context(t), cluster.Pod("before", annotations), metav1.CreateOptions{})
 	require.NoError(t, err)
 	copyBefore, err := w.Down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
@@ -39,7 +39,7 @@ func TestUpstreamUnreachable(t *testing.T) {
 			created = err == nil
 		})
 		require.True(t, created, "admitted from the copy: %v", err)
-		assert.Contains(t, warnings.All(), "secret-relay: upstream unreachable, using copy synced at "+copyBefore.Annotations[webhook.AnnotationSyncedAt])
+		assert.Contains(t, warnings.All(), "secret-relay: upstream unreachable, using copy synced at "+copyBefore.Annotations[relay.AnnotationSyncedAt])
 		assert.Less(t, took, upstreamTimeout+time.Second)
 		after, err := w.Down.Client.CoreV1().Secrets("default").Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 		require.NoError(t, err)
@@ -65,7 +65,7 @@ func TestUpstreamUnreachable(t *testing.T) {
 		var err error
 		took := cluster.Timed(func() {
 			_, err = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", map[string]string{
-				webhook.AnnotationStore: "silent", webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore: "silent", relay.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 		})
 		require.Error(t, err)

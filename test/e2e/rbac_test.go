@@ -11,8 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestShippedRBACIsEnough runs secret-relay as the ServiceAccount of
@@ -42,7 +42,7 @@ func TestShippedRBACIsEnough(t *testing.T) {
 
 	ctx := cluster.Context(t)
 	_, err := down.Client.CoreV1().Pods("default").Create(ctx, cluster.Pod("app", map[string]string{
-		webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation + "- db-credentials\n",
+		relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation + "- db-credentials\n",
 	}), metav1.CreateOptions{})
 	require.NoError(t, err)
 

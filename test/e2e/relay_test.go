@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 const seedAnnotation = `- name: pulled-secrets
@@ -41,8 +41,8 @@ func TestRelay(t *testing.T) {
 			t.Parallel()
 			ctx := cluster.Context(t)
 			created, err := w.Down.Client.CoreV1().Pods("default").Create(ctx, cluster.Pod("seed", map[string]string{
-				webhook.AnnotationStore:   "remote-k8s-store",
-				webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore:   "remote-k8s-store",
+				relay.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
 
@@ -51,15 +51,15 @@ func TestRelay(t *testing.T) {
 			assert.Equal(t, map[string][]byte{"username": []byte("peter")}, s.Data)
 			assert.Equal(t, corev1.SecretTypeOpaque, s.Type)
 			assert.Equal(t, "secret-relay", s.Labels["app.kubernetes.io/managed-by"])
-			assert.Contains(t, s.Annotations[webhook.AnnotationSource], `"SecretStore"`)
-			assert.Contains(t, s.Annotations[webhook.AnnotationSource], `"remote-k8s-store"`)
-			assert.Equal(t, w.Tokens(t).Token(s.Data), s.Annotations[webhook.AnnotationDataHash])
-			_, err = time.Parse(time.RFC3339, s.Annotations[webhook.AnnotationSyncedAt])
+			assert.Contains(t, s.Annotations[relay.AnnotationSource], `"SecretStore"`)
+			assert.Contains(t, s.Annotations[relay.AnnotationSource], `"remote-k8s-store"`)
+			assert.Equal(t, w.Tokens(t).Token(s.Data), s.Annotations[relay.AnnotationDataHash])
+			_, err = time.Parse(time.RFC3339, s.Annotations[relay.AnnotationSyncedAt])
 			assert.NoError(t, err)
 
 			var status map[string]string
-			require.NoError(t, json.Unmarshal([]byte(created.Annotations[webhook.AnnotationStatus]), &status))
-			assert.Equal(t, map[string]string{"pulled-secrets": s.Annotations[webhook.AnnotationDataHash]}, status)
+			require.NoError(t, json.Unmarshal([]byte(created.Annotations[relay.AnnotationStatus]), &status))
+			assert.Equal(t, map[string]string{"pulled-secrets": s.Annotations[relay.AnnotationDataHash]}, status)
 		})
 
 		t.Run("The whole-secret shorthand should copy every key and the type.", func(t *testing.T) {
@@ -67,8 +67,8 @@ func TestRelay(t *testing.T) {
 			ns := "shorthand"
 			w.SeedStore(t, ns, "remote-k8s-store")
 			_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("shorthand", map[string]string{
-				webhook.AnnotationStore:   "SecretStore/remote-k8s-store",
-				webhook.AnnotationSecrets: `["user-credentials", "db-credentials"]`,
+				relay.AnnotationStore:   "SecretStore/remote-k8s-store",
+				relay.AnnotationSecrets: `["user-credentials", "db-credentials"]`,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
 			s, err := w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "user-credentials", metav1.GetOptions{})
@@ -97,8 +97,8 @@ func TestRelay(t *testing.T) {
 			t.Parallel()
 			w.Down.EnsureNamespace(t, "intruder")
 			_, err := w.Down.Client.CoreV1().Pods("intruder").Create(cluster.Context(t), cluster.Pod("intruder", map[string]string{
-				webhook.AnnotationStore:   "remote-k8s-store",
-				webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore:   "remote-k8s-store",
+				relay.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: store SecretStore/remote-k8s-store not found in namespace "intruder"`)
@@ -131,7 +131,7 @@ spec:
 			w.Down.EnsureNamespace(t, "team-labelled", map[string]string{"relay": "allowed"})
 			w.Down.EnsureNamespace(t, "team-rx-1")
 			w.Down.EnsureNamespace(t, "team-outside")
-			annotations := map[string]string{webhook.AnnotationStore: "ClusterSecretStore/shared", webhook.AnnotationSecrets: seedAnnotation}
+			annotations := map[string]string{relay.AnnotationStore: "ClusterSecretStore/shared", relay.AnnotationSecrets: seedAnnotation}
 			for _, ns := range []string{"team-listed", "team-labelled", "team-rx-1"} {
 				_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", annotations), metav1.CreateOptions{})
 				assert.NoError(t, err, "namespace %s matches a condition", ns)
@@ -147,14 +147,14 @@ spec:
 			w.SeedStore(t, ns, "remote-k8s-store")
 			w.Down.CreateSecret(t, ns, "pulled-secrets", map[string]string{"username": "someone-else"})
 			_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: Secret "pulled-secrets" already exists in namespace "unmanaged" and is not managed by secret-relay`)
 			s, err := w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 			require.NoError(t, err)
 			assert.Equal(t, []byte("someone-else"), s.Data["username"])
-			assert.Empty(t, s.Annotations[webhook.AnnotationSource])
+			assert.Empty(t, s.Annotations[relay.AnnotationSource])
 		})
 
 		t.Run("A managed Secret from another source should not be taken over.", func(t *testing.T) {
@@ -162,12 +162,12 @@ spec:
 			ns := "two-sources"
 			w.SeedStore(t, ns, "remote-k8s-store")
 			_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("first", map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
 			_, err = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("second", map[string]string{
-				webhook.AnnotationStore:   "remote-k8s-store",
-				webhook.AnnotationSecrets: `[{name: pulled-secrets, dataFrom: [{extract: {key: db-credentials}}]}]`,
+				relay.AnnotationStore:   "remote-k8s-store",
+				relay.AnnotationSecrets: `[{name: pulled-secrets, dataFrom: [{extract: {key: db-credentials}}]}]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: Secret "pulled-secrets" in namespace "two-sources" is relayed from a different source`)
@@ -178,10 +178,10 @@ spec:
 			ns := "dry-run"
 			w.SeedStore(t, ns, "remote-k8s-store")
 			created, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("dry", map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			require.NoError(t, err)
-			assert.Contains(t, created.Annotations[webhook.AnnotationStatus], `"pulled-secrets":"hmac-sha256:`)
+			assert.Contains(t, created.Annotations[relay.AnnotationStatus], `"pulled-secrets":"hmac-sha256:`)
 			_, err = w.Down.Client.CoreV1().Secrets(ns).Get(cluster.Context(t), "pulled-secrets", metav1.GetOptions{})
 			assert.True(t, apierrors.IsNotFound(err), "dryRun writes no Secret, got %v", err)
 			_, err = w.Down.Client.CoreV1().Pods(ns).Get(cluster.Context(t), "dry", metav1.GetOptions{})
@@ -193,14 +193,14 @@ spec:
 			ns := "missing"
 			w.SeedStore(t, ns, "remote-k8s-store")
 			_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("no-secret", map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: `["db"]`,
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: `["db"]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: remote Secret "db" not found in namespace "default" of store remote-k8s-store`)
 
 			_, err = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("no-property", map[string]string{
-				webhook.AnnotationStore:   "remote-k8s-store",
-				webhook.AnnotationSecrets: `[{name: creds, data: [{secretKey: u, remoteRef: {key: user-credentials, property: usrname}}]}]`,
+				relay.AnnotationStore:   "remote-k8s-store",
+				relay.AnnotationSecrets: `[{name: creds, data: [{secretKey: u, remoteRef: {key: user-credentials, property: usrname}}]}]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: remote Secret "user-credentials" has no key "usrname"`)
@@ -212,7 +212,7 @@ spec:
 		t.Run("A malformed annotation should be denied with the annotation's name.", func(t *testing.T) {
 			t.Parallel()
 			_, err := w.Down.Client.CoreV1().Pods("default").Create(cluster.Context(t), cluster.Pod("malformed", map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: `[{name: x, colour: blue}]`,
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: `[{name: x, colour: blue}]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), "secret-relay: annotation secret-relay.io/secrets")
@@ -230,7 +230,7 @@ spec:
 			}, metav1.CreateOptions{})
 			require.NoError(t, err)
 			_, err = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: `["reader-token"]`,
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: `["reader-token"]`,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: remote Secret "reader-token" is a service-account token`)
@@ -243,8 +243,8 @@ spec:
 			ns := "inject"
 			w.SeedStore(t, ns, "remote-k8s-store")
 			created, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("p", map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store",
-				webhook.AnnotationSecrets: `
+				relay.AnnotationStore: "remote-k8s-store",
+				relay.AnnotationSecrets: `
 - name: pulled-secrets
   env: true
   mountPath: /etc/creds
@@ -279,7 +279,7 @@ spec:
 				go func() {
 					defer wg.Done()
 					_, errs[i] = w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod(fmt.Sprintf("p-%d", i), map[string]string{
-						webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+						relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 					}), metav1.CreateOptions{})
 				}()
 			}
@@ -328,7 +328,7 @@ spec:
           clientKey: {name: remote-client-cert, key: tls.key}
 `, ns, w.Up.URL()))
 			_, err = w.Down.Client.CoreV1().Pods(ns).Create(ctx, cluster.Pod("p", map[string]string{
-				webhook.AnnotationStore: "cert-store", webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore: "cert-store", relay.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.NoError(t, err)
 			s, err := w.Down.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
@@ -347,7 +347,7 @@ spec:
 			require.NoError(t, w.Up.Client.CoreV1().ServiceAccounts(ns).Delete(ctx, cluster.ReaderServiceAccount, metav1.DeleteOptions{}))
 			w.Up.WaitForTokenRevoked(t, reader.Token)
 			_, err := w.Down.Client.CoreV1().Pods(ns).Create(ctx, cluster.Pod("p", map[string]string{
-				webhook.AnnotationStore: "revocable", webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore: "revocable", relay.AnnotationSecrets: seedAnnotation,
 			}), metav1.CreateOptions{})
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), `secret-relay: upstream refused to read Secret "user-credentials"`)

@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestCertRotation replaces the serving certificate while pods are created: the
@@ -38,7 +38,7 @@ func TestCertRotation(t *testing.T) {
 			rotated = true
 		}
 		_, err := w.Down.Client.CoreV1().Pods("default").Create(cluster.Context(t), cluster.Pod(fmt.Sprintf("p-%d", i), map[string]string{
-			webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+			relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 		}), metav1.CreateOptions{})
 		if err != nil {
 			failed++

@@ -13,8 +13,8 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestGracefulShutdown sends SIGTERM to one of two replicas behind a balancer while
@@ -39,7 +39,7 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 	w.SeedStore(t, "default", "remote-k8s-store")
 	w.SeedSilentStore(t, "held")
-	annotations := map[string]string{webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation}
+	annotations := map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation}
 
 	var (
 		mu         sync.Mutex
@@ -79,7 +79,7 @@ func TestGracefulShutdown(t *testing.T) {
 	held := make(chan *admissionv1.AdmissionReview, 1)
 	go func() {
 		body := cluster.Review(t, "held-review", "held", cluster.Pod("held", map[string]string{
-			webhook.AnnotationStore: "silent", webhook.AnnotationSecrets: seedAnnotation,
+			relay.AnnotationStore: "silent", relay.AnnotationSecrets: seedAnnotation,
 		}))
 		resp, err := first.HTTPSClient(t).Post(first.WebhookURL, "application/json", bytes.NewReader(body))
 		if err != nil {

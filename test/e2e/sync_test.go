@@ -12,8 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // TestSync checks contract §6: copies follow upstream changes by watch, survive an
@@ -24,8 +24,8 @@ func TestSync(t *testing.T) {
 	w.Up.CreateSecret(t, "default", "db-credentials", map[string]string{"password": "s3cr3t-db-password"})
 	ctx := cluster.Context(t)
 	_, err := w.Down.Client.CoreV1().Pods("default").Create(ctx, cluster.Pod("app", map[string]string{
-		webhook.AnnotationStore:   "remote-k8s-store",
-		webhook.AnnotationSecrets: seedAnnotation + "- db-credentials\n",
+		relay.AnnotationStore:   "remote-k8s-store",
+		relay.AnnotationSecrets: seedAnnotation + "- db-credentials\n",
 	}), metav1.CreateOptions{})
 	require.NoError(t, err)
 	secrets := w.Down.Client.CoreV1().Secrets("default")
@@ -53,7 +53,7 @@ func TestSync(t *testing.T) {
 					continue
 				}
 				t.Logf("local copy updated %s after the upstream change", time.Since(changed).Round(time.Millisecond))
-				assert.Equal(t, w.Tokens(t).Token(s.Data), s.Annotations[webhook.AnnotationDataHash])
+				assert.Equal(t, w.Tokens(t).Token(s.Data), s.Annotations[relay.AnnotationDataHash])
 				assert.Equal(t, map[string][]byte{"username": []byte("s3cr3t-rotated-username")}, s.Data, "still only the chosen key")
 				require.Eventually(t, func() bool { return w.Relay.Metric(t, "secret_relay_sync_lag_seconds_count") >= 1 }, 5*time.Second, 50*time.Millisecond)
 				assert.GreaterOrEqual(t, w.Relay.Metric(t, "secret_relay_syncs_total", `result="updated"`), 1.0)
@@ -86,7 +86,7 @@ func TestSync(t *testing.T) {
 	})
 
 	t.Run("A restarted relay should resync without rewriting current copies.", func(t *testing.T) {
-		list, err := secrets.List(ctx, metav1.ListOptions{LabelSelector: webhook.LabelManagedBy + "=" + webhook.ManagedByValue})
+		list, err := secrets.List(ctx, metav1.ListOptions{LabelSelector: relay.LabelManagedBy + "=" + relay.ManagedByValue})
 		require.NoError(t, err)
 		require.Len(t, list.Items, 2)
 		versions := map[string]string{}

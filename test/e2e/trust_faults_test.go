@@ -23,8 +23,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // readinessSampler polls /readyz every 50 ms until stopped and counts the answers
@@ -103,7 +103,7 @@ func TestReadinessWithoutUpstream(t *testing.T) {
 
 		resp, err := restarted.HTTPSClient(t).Post(restarted.WebhookURL, "application/json",
 			bytes.NewReader(cluster.Review(t, "after-restart", "default", cluster.Pod("during-outage", map[string]string{
-				webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 			}))))
 		require.NoError(t, err)
 		defer resp.Body.Close()
@@ -112,7 +112,7 @@ func TestReadinessWithoutUpstream(t *testing.T) {
 		var review admissionv1.AdmissionReview
 		require.NoError(t, json.Unmarshal(raw, &review), "%s", raw)
 		require.True(t, review.Response.Allowed, "%s", raw)
-		assert.Contains(t, review.Response.Warnings, "secret-relay: upstream unreachable, using copy synced at "+copyBefore.Annotations[webhook.AnnotationSyncedAt])
+		assert.Contains(t, review.Response.Warnings, "secret-relay: upstream unreachable, using copy synced at "+copyBefore.Annotations[relay.AnnotationSyncedAt])
 	})
 }
 
@@ -287,7 +287,7 @@ plugins:
 		}
 		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 		body := cluster.Review(t, "direct", "default", cluster.Pod("direct", map[string]string{
-			webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+			relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 		}))
 		return client.Post(w.Relay.WebhookURL, "application/json", bytes.NewReader(body))
 	}

@@ -27,8 +27,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // The store-reference namespace of the ClusterSecretStores in these tests: it holds
@@ -64,7 +64,7 @@ spec:
 func createPod(t *testing.T, w *cluster.World, ns, name, store, secrets string) (*corev1.Pod, error) {
 	t.Helper()
 	return w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod(name, map[string]string{
-		webhook.AnnotationStore: store, webhook.AnnotationSecrets: secrets,
+		relay.AnnotationStore: store, relay.AnnotationSecrets: secrets,
 	}), metav1.CreateOptions{})
 }
 
@@ -116,7 +116,7 @@ func copyValue(t *testing.T, w *cluster.World, ns, name, key string) string {
 // sorted, length-delimited data, with no key. Anyone who may read pods can test a
 // guess against it.
 func unkeyedDigest(data map[string][]byte) string {
-	return hex.EncodeToString(webhook.LengthDelimitedSum(sha256.New(), data))
+	return hex.EncodeToString(relay.LengthDelimitedSum(sha256.New(), data))
 }
 
 // countModified counts the Modified events a watch delivers within window.
@@ -168,8 +168,8 @@ func TestTrust(t *testing.T) {
 		forged := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:        "pulled-secrets",
-				Labels:      map[string]string{webhook.LabelManagedBy: webhook.ManagedByValue},
-				Annotations: map[string]string{webhook.AnnotationSource: real.Annotations[webhook.AnnotationSource], webhook.AnnotationDataHash: "0"},
+				Labels:      map[string]string{relay.LabelManagedBy: relay.ManagedByValue},
+				Annotations: map[string]string{relay.AnnotationSource: real.Annotations[relay.AnnotationSource], relay.AnnotationDataHash: "0"},
 			},
 			Data: map[string][]byte{"username": []byte("nobody")},
 		}
@@ -317,7 +317,7 @@ func TestTrust(t *testing.T) {
 		w.SeedStore(t, ns, "remote-k8s-store")
 		w.Down.CreateSecret(t, ns, "pulled-secrets", map[string]string{"username": "someone-else"})
 		_, err := w.Down.Client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod("dry", map[string]string{
-			webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: seedAnnotation,
+			relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
 		}), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `secret-relay: Secret "pulled-secrets" already exists in namespace "dry-collide" and is not managed by secret-relay`)
@@ -394,11 +394,11 @@ func TestTrust(t *testing.T) {
 		created, err := createPod(t, w, "default", "guessed", "remote-k8s-store", seedAnnotation)
 		require.NoError(t, err)
 		var status map[string]string
-		require.NoError(t, json.Unmarshal([]byte(created.Annotations[webhook.AnnotationStatus]), &status))
+		require.NoError(t, json.Unmarshal([]byte(created.Annotations[relay.AnnotationStatus]), &status))
 		token := status["pulled-secrets"]
 		require.NotEmpty(t, token)
 		copyOf := localSecret(t, w, "default", "pulled-secrets")
-		assert.Equal(t, copyOf.Annotations[webhook.AnnotationDataHash], token, "the pod names the copy's token")
+		assert.Equal(t, copyOf.Annotations[relay.AnnotationDataHash], token, "the pod names the copy's token")
 
 		dictionary := []string{"admin", "alice", "bob", "guest", "user", "root", "test", "demo", "peter"}
 		start := time.Now()
@@ -424,11 +424,11 @@ func TestTrust(t *testing.T) {
 		legacy, err := w.Down.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
 				Name:   "pulled-secrets",
-				Labels: map[string]string{webhook.LabelManagedBy: webhook.ManagedByValue},
+				Labels: map[string]string{relay.LabelManagedBy: relay.ManagedByValue},
 				Annotations: map[string]string{
-					webhook.AnnotationSource:   `{"store":{"kind":"SecretStore","name":"remote-k8s-store"},"data":[{"secretKey":"username","remoteRef":{"key":"user-credentials","property":"username"}}]}`,
-					webhook.AnnotationDataHash: unkeyedDigest(data),
-					webhook.AnnotationSyncedAt: "2026-11-01T00:00:00Z",
+					relay.AnnotationSource:   `{"store":{"kind":"SecretStore","name":"remote-k8s-store"},"data":[{"secretKey":"username","remoteRef":{"key":"user-credentials","property":"username"}}]}`,
+					relay.AnnotationDataHash: unkeyedDigest(data),
+					relay.AnnotationSyncedAt: "2026-11-01T00:00:00Z",
 				},
 			},
 			Type: corev1.SecretTypeOpaque,
@@ -442,7 +442,7 @@ func TestTrust(t *testing.T) {
 		defer watcher.Stop()
 		writes := countModified(watcher, 5*time.Second)
 		s := localSecret(t, w, ns, "pulled-secrets")
-		assert.NotEqual(t, unkeyedDigest(data), s.Annotations[webhook.AnnotationDataHash], "re-annotated with a keyed token")
+		assert.NotEqual(t, unkeyedDigest(data), s.Annotations[relay.AnnotationDataHash], "re-annotated with a keyed token")
 		assert.Equal(t, data, s.Data)
 		assert.Equal(t, 1, writes, "re-annotated once")
 	})
@@ -470,7 +470,7 @@ func TestTrust(t *testing.T) {
 				}
 			}
 			wg.Wait()
-			src := localSecret(t, w, ns, "pulled-secrets").Annotations[webhook.AnnotationSource]
+			src := localSecret(t, w, ns, "pulled-secrets").Annotations[relay.AnnotationSource]
 			for si, store := range stores {
 				kind, name, _ := strings.Cut(store, "/")
 				recorded := strings.Contains(src, fmt.Sprintf(`{"kind":%q,"name":%q}`, kind, name))
@@ -487,7 +487,7 @@ func TestTrust(t *testing.T) {
 		t.Parallel()
 		clusterStore(t, w, "open", "")
 		client := w.Relay.HTTPSClient(t)
-		pod := cluster.Pod("direct", map[string]string{webhook.AnnotationStore: "ClusterSecretStore/open", webhook.AnnotationSecrets: `["user-credentials"]`})
+		pod := cluster.Pod("direct", map[string]string{relay.AnnotationStore: "ClusterSecretStore/open", relay.AnnotationSecrets: `["user-credentials"]`})
 		post := func(t *testing.T, body []byte) *admissionv1.AdmissionResponse {
 			t.Helper()
 			resp, err := client.Post(w.Relay.WebhookURL, "application/json", bytes.NewReader(body))
@@ -520,7 +520,7 @@ func TestTrust(t *testing.T) {
 		}
 		t.Run("a namespace that does not exist", func(t *testing.T) {
 			missing := pod.DeepCopy()
-			missing.Annotations[webhook.AnnotationSecrets] = `["does-it-exist-upstream"]`
+			missing.Annotations[relay.AnnotationSecrets] = `["does-it-exist-upstream"]`
 			res := post(t, cluster.Review(t, "direct-ghost", "ghost", missing))
 			assert.False(t, res.Allowed)
 			assert.Contains(t, res.Result.Message, `secret-relay: namespace "ghost" not found`)

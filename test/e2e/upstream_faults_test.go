@@ -15,8 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
-	"github.com/secret-relay/secret-relay/webhook"
 )
 
 // The values the fault tests move upstream: fixture values, so that the suite's log
@@ -78,7 +78,7 @@ func (o *outcomes) record(t *testing.T, client kubernetes.Interface, warnings *c
 	var err error
 	took := cluster.Timed(func() {
 		_, err = client.CoreV1().Pods(ns).Create(cluster.Context(t), cluster.Pod(name, map[string]string{
-			webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: fmt.Sprintf("[%q]", secret),
+			relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: fmt.Sprintf("[%q]", secret),
 		}), metav1.CreateOptions{})
 	})
 	warned := false
@@ -109,7 +109,7 @@ func (o *outcomes) record(t *testing.T, client kubernetes.Interface, warnings *c
 func managedCopies(t *testing.T, w *cluster.World, ns string) map[string]*corev1.Secret {
 	t.Helper()
 	list, err := w.Down.Client.CoreV1().Secrets(ns).List(cluster.Context(t), metav1.ListOptions{
-		LabelSelector: webhook.LabelManagedBy + "=" + webhook.ManagedByValue,
+		LabelSelector: relay.LabelManagedBy + "=" + relay.ManagedByValue,
 	})
 	require.NoError(t, err)
 	copies := map[string]*corev1.Secret{}
@@ -157,7 +157,7 @@ func TestSlowUpstream(t *testing.T) {
 		w.Up.CreateSecret(t, "default", fmt.Sprintf("cold-%d", i), map[string]string{"token": valueBefore})
 	}
 	_, err := w.Down.Client.CoreV1().Pods("default").Create(cluster.Context(t), cluster.Pod("warm-up", map[string]string{
-		webhook.AnnotationStore: "remote-k8s-store", webhook.AnnotationSecrets: `["warm"]`,
+		relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: `["warm"]`,
 	}), metav1.CreateOptions{})
 	require.NoError(t, err)
 

@@ -1,4 +1,4 @@
-package webhook
+package relay
 
 import (
 	"bytes"
@@ -22,8 +22,6 @@ import (
 type ClientsetLocalSecrets struct {
 	Client kubernetes.Interface
 }
-
-var _ LocalSecrets = ClientsetLocalSecrets{}
 
 // Get returns the Secret, or nil when it does not exist.
 func (c ClientsetLocalSecrets) Get(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
@@ -134,19 +132,12 @@ type ManagedSecrets struct {
 	informer cache.SharedIndexInformer
 }
 
-var _ LocalSecrets = (*ManagedSecrets)(nil)
-
 // NewManagedSecrets returns the cache; Run starts it.
 func NewManagedSecrets(kube kubernetes.Interface) *ManagedSecrets {
 	inf := cache.NewSharedIndexInformer(secretsListWatch(kube, metav1.NamespaceAll, func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelManagedBy + "=" + ManagedByValue
 	}), &corev1.Secret{}, 0, cache.Indexers{})
-	_ = inf.SetTransform(func(obj any) (any, error) {
-		if s, ok := obj.(*corev1.Secret); ok {
-			s.ManagedFields = nil
-		}
-		return obj, nil
-	})
+	_ = inf.SetTransform(StripManagedFields) // cannot fail before the informer runs
 	return &ManagedSecrets{ClientsetLocalSecrets: ClientsetLocalSecrets{Client: kube}, informer: inf}
 }
 
@@ -194,4 +185,13 @@ func secretsListWatch(kube kubernetes.Interface, namespace string, tweak func(*m
 			return secrets.Watch(ctx, o)
 		},
 	}
+}
+
+// StripManagedFields is an informer transform that drops managed fields before an
+// object is cached: they are large and secret-relay never reads them.
+func StripManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }

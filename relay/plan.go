@@ -1,4 +1,4 @@
-package webhook
+package relay
 
 import (
 	"encoding/json"
@@ -107,22 +107,22 @@ func (s Source) Equal(o Source) bool {
 }
 
 // PlanSecret computes the local Secret that one request wants in namespace ns, its
-// data-hash a token of tokens. It returns a DenyError, naming Secrets and keys but
+// data-hash a token of tokens. It returns an *Error, naming Secrets and keys but
 // never values, when a remote Secret or key is missing, when a remote Secret is a
 // service-account token, when two entries yield the same key, or when the data would
 // not fit in a Secret.
 func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt time.Time, tokens Tokenizer) (*corev1.Secret, error) {
 	dataFrom := dataFromOf(req)
 	if len(req.Data) == 0 && len(dataFrom) == 0 {
-		return nil, Denyf("local Secret %q has no data or dataFrom entries", req.Name)
+		return nil, &Error{Reason: ErrNoEntries, Namespace: ns, Secret: req.Name}
 	}
 	get := func(key string) (*corev1.Secret, error) {
 		s := remote[key]
 		if s == nil {
-			return nil, Denyf("remote Secret %q not found", key)
+			return nil, &Error{Reason: ErrRemoteNotFound, Namespace: ns, Secret: req.Name, Store: req.Store, Remote: key}
 		}
 		if s.Type == corev1.SecretTypeServiceAccountToken {
-			return nil, Denyf("remote Secret %q is a service-account token; secret-relay does not relay tokens", key)
+			return nil, &Error{Reason: ErrServiceAccountToken, Namespace: ns, Secret: req.Name, Store: req.Store, Remote: key}
 		}
 		return s, nil
 	}
@@ -131,7 +131,7 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 	from := map[string]string{} // local key -> remote Secret it came from
 	put := func(key, remoteName string, value []byte) error {
 		if prev, ok := from[key]; ok {
-			return Denyf("local Secret %q: key %q comes from both remote Secret %q and remote Secret %q", req.Name, key, prev, remoteName)
+			return &Error{Reason: ErrKeyConflict, Namespace: ns, Secret: req.Name, Store: req.Store, Key: key, Remote: prev, Other: remoteName}
 		}
 		from[key] = remoteName
 		data[key] = append([]byte{}, value...) // never alias the remote's bytes
@@ -144,11 +144,11 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 			return nil, err
 		}
 		if d.RemoteRef.Property == "" {
-			return nil, Denyf("local Secret %q: key %q names no property of remote Secret %q", req.Name, d.SecretKey, d.RemoteRef.Key)
+			return nil, &Error{Reason: ErrNoProperty, Namespace: ns, Secret: req.Name, Store: req.Store, Key: d.SecretKey, Remote: d.RemoteRef.Key}
 		}
 		v, ok := s.Data[d.RemoteRef.Property]
 		if !ok {
-			return nil, Denyf("remote Secret %q has no key %q", d.RemoteRef.Key, d.RemoteRef.Property)
+			return nil, &Error{Reason: ErrPropertyNotFound, Namespace: ns, Secret: req.Name, Store: req.Store, Remote: d.RemoteRef.Key, Key: d.RemoteRef.Property}
 		}
 		if err := put(d.SecretKey, d.RemoteRef.Key, v); err != nil {
 			return nil, err
@@ -161,7 +161,7 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 			return nil, err
 		}
 		if d.Extract.Property != "" {
-			return nil, Denyf("local Secret %q: dataFrom of remote Secret %q cannot name a property", req.Name, d.Extract.Key)
+			return nil, &Error{Reason: ErrPropertyOnDataFrom, Namespace: ns, Secret: req.Name, Store: req.Store, Remote: d.Extract.Key}
 		}
 		keys := make([]string, 0, len(s.Data))
 		for k := range s.Data {
@@ -182,7 +182,7 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 	}
 	if size > corev1.MaxSecretSize {
 		// The API server counts the values alone against the limit, as here.
-		return nil, Denyf("local Secret %q would hold %d bytes of data, over the 1 MiB limit of a Secret (%d bytes); relay fewer keys into it", req.Name, size, corev1.MaxSecretSize)
+		return nil, &Error{Reason: ErrTooLarge, Namespace: ns, Secret: req.Name, Store: req.Store, Size: size}
 	}
 
 	secretType := corev1.SecretTypeOpaque
@@ -210,13 +210,14 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 // CheckExisting decides what to do with the local Secret that already has the desired
 // Secret's name. existing == nil means write. It returns write=false when existing is
 // managed, from the same Source, and has the same type, data and token (under
-// tokens), and a DenyError when existing is not secret-relay's to change.
+// tokens), and an *Error (ErrNotManaged, ErrOtherSource) when existing is not
+// secret-relay's to change.
 func CheckExisting(existing, desired *corev1.Secret, tokens Tokenizer) (write bool, err error) {
 	if existing == nil {
 		return true, nil
 	}
 	if existing.Labels[LabelManagedBy] != ManagedByValue {
-		return false, Denyf("Secret %q already exists in namespace %q and is not managed by secret-relay; it was left untouched", desired.Name, desired.Namespace)
+		return false, &Error{Reason: ErrNotManaged, Namespace: desired.Namespace, Secret: desired.Name}
 	}
 	// Sources are written in one canonical form, so equal text is the same source and
 	// the warm path skips parsing; other text may still be the same source, written
@@ -228,10 +229,10 @@ func CheckExisting(existing, desired *corev1.Secret, tokens Tokenizer) (write bo
 		}
 		have, err := ParseSource(existing.Annotations[AnnotationSource])
 		if err != nil {
-			return false, Denyf("Secret %q in namespace %q is relayed from a different source (its %s annotation is unreadable); remove it or rename the item", desired.Name, desired.Namespace, AnnotationSource)
+			return false, &Error{Reason: ErrOtherSource, Namespace: desired.Namespace, Secret: desired.Name}
 		}
 		if !have.Equal(want) {
-			return false, Denyf("Secret %q in namespace %q is relayed from a different source (%s); remove it or rename the item", desired.Name, desired.Namespace, have.Store)
+			return false, &Error{Reason: ErrOtherSource, Namespace: desired.Namespace, Secret: desired.Name, Other: have.Store.String()}
 		}
 	}
 	token := desired.Annotations[AnnotationDataHash]

@@ -1,9 +1,8 @@
-package webhook
+package relay_test
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,11 +12,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
-func runTokens(t *testing.T, kube *fake.Clientset, changed func()) *KeyedTokens {
+func runTokens(t *testing.T, kube *fake.Clientset, changed func()) *relay.KeyedTokens {
 	t.Helper()
-	k := NewKeyedTokens(kube, "secret-relay", nil, changed)
+	k := relay.NewKeyedTokens(kube, "secret-relay", nil, changed)
 	go k.Run(t.Context())
 	require.Eventually(t, k.Loaded, 5*time.Second, 10*time.Millisecond)
 	return k
@@ -25,7 +26,7 @@ func runTokens(t *testing.T, kube *fake.Clientset, changed func()) *KeyedTokens 
 
 func keySecret(t *testing.T, kube *fake.Clientset) *corev1.Secret {
 	t.Helper()
-	s, err := kube.CoreV1().Secrets("secret-relay").Get(context.Background(), TokenKeySecret, metav1.GetOptions{})
+	s, err := kube.CoreV1().Secrets("secret-relay").Get(context.Background(), relay.TokenKeySecret, metav1.GetOptions{})
 	require.NoError(t, err)
 	return s
 }
@@ -40,7 +41,7 @@ func TestKeyedTokens(t *testing.T) {
 		first := runTokens(t, kube, nil)
 		s := keySecret(t, kube)
 		assert.Len(t, s.Data["key"], 32)
-		assert.Empty(t, s.Labels[LabelManagedBy], "not a relayed copy")
+		assert.Empty(t, s.Labels[relay.LabelManagedBy], "not a relayed copy")
 		second := runTokens(t, kube, nil)
 		assert.Equal(t, first.Token(data), second.Token(data), "every replica makes the same tokens")
 	})
@@ -49,9 +50,9 @@ func TestKeyedTokens(t *testing.T) {
 		kube := fake.NewClientset()
 		k := runTokens(t, kube, nil)
 		before := k.Token(data)
-		require.NoError(t, kube.CoreV1().Secrets("secret-relay").Delete(context.Background(), TokenKeySecret, metav1.DeleteOptions{}))
+		require.NoError(t, kube.CoreV1().Secrets("secret-relay").Delete(context.Background(), relay.TokenKeySecret, metav1.DeleteOptions{}))
 		require.Eventually(t, func() bool {
-			_, err := kube.CoreV1().Secrets("secret-relay").Get(context.Background(), TokenKeySecret, metav1.GetOptions{})
+			_, err := kube.CoreV1().Secrets("secret-relay").Get(context.Background(), relay.TokenKeySecret, metav1.GetOptions{})
 			return err == nil
 		}, 5*time.Second, 10*time.Millisecond)
 		assert.Equal(t, before, k.Token(data))
@@ -87,32 +88,13 @@ func TestKeyedTokens(t *testing.T) {
 	t.Run("A key written before start should be used.", func(t *testing.T) {
 		key := bytes.Repeat([]byte("p"), 32)
 		kube := fake.NewClientset(&corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "secret-relay", Name: TokenKeySecret},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "secret-relay", Name: relay.TokenKeySecret},
 			Data:       map[string][]byte{"key": key},
 		})
 		k := runTokens(t, kube, nil)
-		want, err := NewTokenKey(key)
+		want, err := relay.NewTokenKey(key)
 		require.NoError(t, err)
 		assert.Equal(t, want.Token(data), k.Token(data))
 	})
 
-	t.Run("A mutator should deny while the key is not loaded.", func(t *testing.T) {
-		k := NewKeyedTokens(fake.NewClientset(), "secret-relay", nil, nil)
-		m, err := NewMutator(MutatorConfig{Stores: noStores{}, Local: ClientsetLocalSecrets{Client: fake.NewClientset()}, Tokens: k})
-		require.NoError(t, err)
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Annotations: map[string]string{
-			AnnotationStore: "s", AnnotationSecrets: `["db"]`,
-		}}}
-		_, err = m.Relay(context.Background(), "default", pod, false)
-		require.Error(t, err)
-		assert.True(t, IsDeny(err))
-		assert.Equal(t, "secret-relay: this replica is starting: its token key is not loaded yet; retry in a moment", err.Error())
-	})
-}
-
-// noStores resolves no store: a test that reaches it has gone too far.
-type noStores struct{}
-
-func (noStores) Resolve(context.Context, string, StoreRef) (SecretSource, error) {
-	return nil, errors.New("no store should be resolved")
 }

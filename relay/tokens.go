@@ -1,4 +1,4 @@
-package webhook
+package relay
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"slices"
@@ -73,22 +72,26 @@ func (k TokenKey) Token(data map[string][]byte) string {
 // LengthDelimitedSum writes data's stable encoding into h and returns the sum: keys
 // sorted, each key and value preceded by its length as 8 bytes big-endian.
 func LengthDelimitedSum(h hash.Hash, data map[string][]byte) []byte {
-	var n [8]byte
-	write := func(b []byte) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(b))) //nolint:gosec // a length is never negative
-		h.Write(n[:])
-		h.Write(b)
-	}
 	keys := make([]string, 0, len(data))
 	for k := range data {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		write([]byte(k))
-		write(data[k])
+		WriteLengthDelimited(h, []byte(k), data[k])
 	}
 	return h.Sum(nil)
+}
+
+// WriteLengthDelimited writes each part to h preceded by its length as 8 bytes
+// big-endian, so that moving a byte from one part to the next changes the stream.
+func WriteLengthDelimited(h hash.Hash, parts ...[]byte) {
+	var n [8]byte
+	for _, p := range parts {
+		binary.BigEndian.PutUint64(n[:], uint64(len(p))) //nolint:gosec // a length is never negative
+		h.Write(n[:])
+		h.Write(p)
+	}
 }
 
 // TokenKeySecret is the Secret in secret-relay's own namespace that holds the
@@ -239,9 +242,3 @@ func (t *KeyedTokens) set(k TokenKey) {
 		t.changed()
 	}
 }
-
-// loader is a Tokenizer that may not have its key yet, as KeyedTokens.
-type loader interface{ Loaded() bool }
-
-// errNoTokenKey is the denial while the key is not loaded yet.
-var errNoTokenKey = errors.New("this replica is starting: its token key is not loaded yet")

@@ -1,4 +1,4 @@
-package remote
+package controllers
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
+	"github.com/secret-relay/secret-relay/remote/remotetest"
 )
 
 func (h *harness) validator() *StoreValidator {
@@ -61,8 +62,8 @@ func (h *harness) readyCondition(name string) (status, reason, message string) {
 }
 
 func validatorWorld(t *testing.T) *harness {
-	h := newHarness(t, []runtime.Object{storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", "")},
-		[]runtime.Object{namespace("team-a", nil), tokenSecret("team-a")}, nil)
+	h := newHarness(t, []runtime.Object{remotetest.Store(t, v1alpha1.SecretStoreKind, "team-a", "own", "")},
+		[]runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a")}, nil)
 	h.start()
 	return h
 }
@@ -79,7 +80,7 @@ func TestStoreValidator(t *testing.T) {
 		h := validatorWorld(t)
 		// Each attempt fails from another ephemeral port, as a real one does.
 		port := 35000
-		h.setAccessErr(func() error {
+		h.access.Fail(func() error {
 			port++
 			return &url.Error{Op: "Post", URL: "https://upstream.test:6443/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
 				Err: &net.OpError{Op: "dial", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port},
@@ -101,7 +102,7 @@ func TestStoreValidator(t *testing.T) {
 		assert.GreaterOrEqual(t, attempts, 2, "retried")
 		assert.LessOrEqual(t, attempts, 4, "with backoff: 1 s, 2 s, ... not in a loop")
 
-		h.setAccessErr(nil)
+		h.access.Fail(nil)
 		assert.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 10*time.Second, 50*time.Millisecond,
 			"the retry finds it working again")
 	})
@@ -112,7 +113,7 @@ func TestStoreValidator(t *testing.T) {
 		end := runTerm(v)
 		defer end()
 		require.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
-		h.setAccessErr(func() error { return apierrors.NewUnauthorized("Unauthorized") })
+		h.access.Fail(func() error { return apierrors.NewUnauthorized("Unauthorized") })
 		store, err := h.stores.Get(context.Background(), "team-a", ownStore)
 		require.NoError(t, err)
 		v.RevalidateSoon(store)
@@ -124,7 +125,7 @@ func TestStoreValidator(t *testing.T) {
 
 	t.Run("Credentials that may not get Secrets should turn the store ValidationFailed.", func(t *testing.T) {
 		h := validatorWorld(t)
-		h.setAccess("get", false)
+		h.access.Allow("get", false)
 		end := runTerm(h.validator())
 		defer end()
 		assert.Eventually(t, func() bool {
@@ -140,7 +141,7 @@ func TestStoreValidator(t *testing.T) {
 		require.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
 		end()
 
-		later := storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "later", "").(*v1alpha1.SecretStore)
+		later := remotetest.Store(t, v1alpha1.SecretStoreKind, "team-a", "later", "").(*v1alpha1.SecretStore)
 		_, err := h.storesAPI.SecretRelayV1alpha1().SecretStores("team-a").Create(context.Background(), later, metav1.CreateOptions{})
 		require.NoError(t, err)
 		time.Sleep(200 * time.Millisecond)
@@ -160,16 +161,4 @@ func TestSpecChanged(t *testing.T) {
 	assert.True(t, specChanged(obj(1, "5"), obj(2, "6")), "a new generation is a spec change")
 	assert.True(t, specChanged(obj(1, "5"), obj(1, "5")), "a resync is due for validation")
 	assert.False(t, specChanged(obj(1, "5"), obj(1, "6")), "a status write is not")
-}
-
-func TestDescribeUpstreamError(t *testing.T) {
-	op := func(source int, err error) error {
-		return &url.Error{Op: "Get", URL: "https://u:6443/api?x=1", Err: &net.OpError{Op: "read", Net: "tcp",
-			Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: source}, Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6443}, Err: err}}
-	}
-	reset := os.NewSyscallError("read", syscall.ECONNRESET)
-	assert.Equal(t, DescribeUpstreamError(op(35992, reset)), DescribeUpstreamError(op(40001, reset)), "the client port is not in the message")
-	assert.Equal(t, "read: connection reset by peer", DescribeUpstreamError(op(35992, reset)))
-	assert.Equal(t, "timed out", DescribeUpstreamError(context.DeadlineExceeded))
-	assert.Equal(t, "401 Unauthorized: Unauthorized", DescribeUpstreamError(apierrors.NewUnauthorized("Unauthorized")))
 }

@@ -1,4 +1,4 @@
-package remote
+package controllers
 
 import (
 	"context"
@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
+	"github.com/secret-relay/secret-relay/relay"
+	"github.com/secret-relay/secret-relay/remote"
 )
 
 // DefaultValidationInterval is how often every store is validated again.
@@ -38,8 +40,8 @@ const healthDelay = time.Second
 
 // StoreValidatorConfig configures a StoreValidator.
 type StoreValidatorConfig struct {
-	Stores  *StoreCache
-	Clients *Clients
+	Stores  *remote.StoreCache
+	Clients *remote.Clients
 	Logger  *zap.Logger
 	// Recorder writes an event on each status change.
 	Recorder record.EventRecorder
@@ -65,7 +67,7 @@ type StoreValidator struct {
 
 // storeKey is a store's kind and cache key (namespace/name or name).
 type storeKey struct {
-	kind string
+	kind relay.StoreKind
 	key  string
 }
 
@@ -81,7 +83,7 @@ func NewStoreValidator(cfg StoreValidatorConfig) (*StoreValidator, error) {
 		cfg.Interval = DefaultValidationInterval
 	}
 	v := &StoreValidator{cfg: cfg}
-	kinds := []string{v1alpha1.SecretStoreKind, v1alpha1.ClusterSecretStoreKind}
+	kinds := []relay.StoreKind{relay.SecretStoreKind, relay.ClusterSecretStoreKind}
 	for i, inf := range cfg.Stores.Informers() {
 		kind := kinds[i]
 		enqueue := func(obj any) {
@@ -128,7 +130,7 @@ func (v *StoreValidator) add(key storeKey, after time.Duration) {
 	(*q).Add(key)
 }
 
-func keyOf(s *Store) storeKey {
+func keyOf(s *remote.Store) storeKey {
 	key := s.Name
 	if s.Namespace != "" {
 		key = s.Namespace + "/" + s.Name
@@ -138,11 +140,11 @@ func keyOf(s *Store) storeKey {
 
 // Revalidate asks for a store to be validated again now, for example after a
 // Secret it references changed.
-func (v *StoreValidator) Revalidate(s *Store) { v.add(keyOf(s), 0) }
+func (v *StoreValidator) Revalidate(s *remote.Store) { v.add(keyOf(s), 0) }
 
 // RevalidateSoon asks for a store to be validated again in a moment: its upstream's
 // health changed, and more changes may follow.
-func (v *StoreValidator) RevalidateSoon(s *Store) { v.add(keyOf(s), healthDelay) }
+func (v *StoreValidator) RevalidateSoon(s *remote.Store) { v.add(keyOf(s), healthDelay) }
 
 // Run validates every store, and each again as it changes, until ctx ends: one
 // leadership term.
@@ -159,7 +161,7 @@ func (v *StoreValidator) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), v.cfg.Stores.Synced) {
 		return nil
 	}
-	kinds := []string{v1alpha1.SecretStoreKind, v1alpha1.ClusterSecretStoreKind}
+	kinds := []relay.StoreKind{relay.SecretStoreKind, relay.ClusterSecretStoreKind}
 	for i, inf := range v.cfg.Stores.Informers() {
 		for _, key := range inf.GetStore().ListKeys() {
 			q.Add(storeKey{kind: kinds[i], key: key})
@@ -190,7 +192,7 @@ func (v *StoreValidator) processNext(ctx context.Context, q workqueue.TypedRateL
 	retry, err := v.sync(ctx, key)
 	switch {
 	case err != nil:
-		v.cfg.Logger.Warn("could not validate store", zap.String("kind", key.kind), zap.String("store", key.key), zap.Error(err))
+		v.cfg.Logger.Warn("could not validate store", zap.String("kind", string(key.kind)), zap.String("store", key.key), zap.Error(err))
 		q.AddRateLimited(key)
 	case retry:
 		q.AddRateLimited(key)
@@ -209,7 +211,7 @@ func (v *StoreValidator) sync(ctx context.Context, key storeKey) (retry bool, er
 	}
 	api := v.cfg.Stores.Client().SecretRelayV1alpha1()
 	var (
-		store   *Store
+		store   *remote.Store
 		current v1alpha1.SecretStoreStatus
 		write   func(v1alpha1.SecretStoreStatus) (runtime.Object, error)
 	)
@@ -219,7 +221,7 @@ func (v *StoreValidator) sync(ctx context.Context, key storeKey) (retry bool, er
 		if err != nil {
 			return false, ignoreNotFound(err) // deleted: nothing to validate
 		}
-		store, current = StoreFromClusterSecretStore(obj), obj.Status
+		store, current = remote.StoreFromClusterSecretStore(obj), obj.Status
 		write = func(st v1alpha1.SecretStoreStatus) (runtime.Object, error) {
 			u := obj.DeepCopy()
 			u.Status = st
@@ -230,7 +232,7 @@ func (v *StoreValidator) sync(ctx context.Context, key storeKey) (retry bool, er
 		if err != nil {
 			return false, ignoreNotFound(err)
 		}
-		store, current = StoreFromSecretStore(obj), obj.Status
+		store, current = remote.StoreFromSecretStore(obj), obj.Status
 		write = func(st v1alpha1.SecretStoreStatus) (runtime.Object, error) {
 			u := obj.DeepCopy()
 			u.Status = st
@@ -270,7 +272,7 @@ func ignoreNotFound(err error) error {
 
 // validate checks one store against the upstream and returns the status it earns.
 // Its messages are the same from one attempt to the next for the same fault.
-func (v *StoreValidator) validate(ctx context.Context, s *Store) v1alpha1.SecretStoreStatus {
+func (v *StoreValidator) validate(ctx context.Context, s *remote.Store) v1alpha1.SecretStoreStatus {
 	fail := func(reason, format string, args ...any) v1alpha1.SecretStoreStatus {
 		return v1alpha1.SecretStoreStatus{Conditions: []metav1.Condition{{
 			Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason,
@@ -278,31 +280,31 @@ func (v *StoreValidator) validate(ctx context.Context, s *Store) v1alpha1.Secret
 		}}}
 	}
 	client, err := v.cfg.Clients.For(ctx, s)
-	var cfgErr *ConfigError
+	var cfgErr *remote.ConfigError
 	switch {
 	case errors.As(err, &cfgErr):
 		return fail(v1alpha1.ReasonInvalidStoreConfiguration, "%s", cfgErr.Message)
 	case err != nil:
-		return fail(v1alpha1.ReasonValidationFailed, "could not read the store's references: %s", DescribeUpstreamError(err))
+		return fail(v1alpha1.ReasonValidationFailed, "could not read the store's references: %s", remote.DescribeUpstreamError(err))
 	}
 	ctx, cancel := context.WithTimeout(ctx, validationTimeout)
 	defer cancel()
 	ns := s.RemoteNamespace()
 	url := s.Spec.Provider.Kubernetes.Server.URL
-	canRead, err := CheckAccess(ctx, client, ns, "get")
+	canRead, err := remote.CheckAccess(ctx, client, ns, "get")
 	if err != nil {
 		switch {
 		case apierrors.IsUnauthorized(err):
 			return fail(v1alpha1.ReasonValidationFailed, "upstream %s refused the store's credentials (401 Unauthorized)", url)
-		case Unreachable(err):
-			return fail(v1alpha1.ReasonValidationFailed, "upstream %s unreachable: %s", url, DescribeUpstreamError(err))
+		case remote.Unreachable(err):
+			return fail(v1alpha1.ReasonValidationFailed, "upstream %s unreachable: %s", url, remote.DescribeUpstreamError(err))
 		default:
-			return fail(v1alpha1.ReasonValidationFailed, "could not review access upstream: %s", DescribeUpstreamError(err))
+			return fail(v1alpha1.ReasonValidationFailed, "could not review access upstream: %s", remote.DescribeUpstreamError(err))
 		}
 	}
-	canWrite, err := CheckAccess(ctx, client, ns, "create")
+	canWrite, err := remote.CheckAccess(ctx, client, ns, "create")
 	if err != nil {
-		return fail(v1alpha1.ReasonValidationFailed, "could not review access upstream: %s", DescribeUpstreamError(err))
+		return fail(v1alpha1.ReasonValidationFailed, "could not review access upstream: %s", remote.DescribeUpstreamError(err))
 	}
 	var caps v1alpha1.Capabilities
 	switch {

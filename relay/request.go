@@ -1,33 +1,9 @@
-package webhook
+package relay
 
-// Annotation and label keys. Everything secret-relay reads or writes on pods and
-// Secrets is here, under one prefix.
-const (
-	Prefix = "secret-relay.io/"
+import (
+	"context"
 
-	// AnnotationStore is the pod's default store: NAME, SecretStore/NAME or
-	// ClusterSecretStore/NAME.
-	AnnotationStore = Prefix + "store"
-	// AnnotationSecrets is the YAML or JSON list of Secrets the pod wants relayed.
-	AnnotationSecrets = Prefix + "secrets"
-	// AnnotationStatus, on an admitted pod, maps each relayed local Secret to its
-	// data token, as its AnnotationDataHash holds it.
-	AnnotationStatus = Prefix + "status"
-
-	// AnnotationSource, on a local Secret, says where it came from, as JSON.
-	AnnotationSource = Prefix + "source"
-	// AnnotationDataHash, on a local Secret, is the keyed token of its data
-	// (TokenKey.Token): equal data, equal token, and nothing about a value without
-	// the installation's key.
-	AnnotationDataHash = Prefix + "data-hash"
-	// AnnotationSyncedAt, on a local Secret, is when it was last written, RFC 3339.
-	AnnotationSyncedAt = Prefix + "synced-at"
-
-	// LabelManagedBy marks the local Secrets secret-relay owns; it never writes a
-	// Secret without it.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	// ManagedByValue is LabelManagedBy's value.
-	ManagedByValue = "secret-relay"
+	corev1 "k8s.io/api/core/v1"
 )
 
 // StoreKind is the kind of a store a reference points at.
@@ -104,4 +80,12 @@ func (r SecretRequest) RemoteKeys() []string {
 		add(d.Extract.Key)
 	}
 	return keys
+}
+
+// SecretSource reads upstream Secrets through one store, for one namespace that may
+// use it; the Secrets it returns may be shared with a cache and must not be
+// modified. Get returns an *Error: ErrRemoteNotFound, ErrRefused, ErrUnreachable
+// (a managed copy may stand in) or ErrUpstream.
+type SecretSource interface {
+	Get(ctx context.Context, name string) (*corev1.Secret, error)
 }

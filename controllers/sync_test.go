@@ -1,4 +1,4 @@
-package remote
+package controllers
 
 import (
 	"context"
@@ -15,14 +15,16 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
-	"github.com/secret-relay/secret-relay/webhook"
+	"github.com/secret-relay/secret-relay/relay"
+	"github.com/secret-relay/secret-relay/remote"
+	"github.com/secret-relay/secret-relay/remote/remotetest"
 )
 
 // syncHarness starts a SyncController on a harness.
 func (h *harness) startSync(leader bool) *SyncController {
 	h.t.Helper()
 	c, err := NewSyncController(SyncConfig{
-		Local: h.local, Stores: h.stores, Authorizer: h.authz, Upstreams: h.upstreams, Tokens: h.tokens, Recorder: h.recorder,
+		Local: h.local, Stores: h.stores, Authorizer: h.authz, Upstreams: h.upstreams, Tokens: h.tokens, Recorder: h.recorder, Describe: describe,
 	})
 	require.NoError(h.t, err)
 	h.start()
@@ -33,29 +35,29 @@ func (h *harness) startSync(leader bool) *SyncController {
 }
 
 var (
-	teamAOnly = webhook.StoreRef{Kind: webhook.ClusterSecretStoreKind, Name: "team-a-only"}
-	labelled  = webhook.StoreRef{Kind: webhook.ClusterSecretStoreKind, Name: "labelled"}
-	ownStore  = webhook.StoreRef{Kind: webhook.SecretStoreKind, Name: "own"}
+	teamAOnly = relay.StoreRef{Kind: relay.ClusterSecretStoreKind, Name: "team-a-only"}
+	labelled  = relay.StoreRef{Kind: relay.ClusterSecretStoreKind, Name: "labelled"}
+	ownStore  = relay.StoreRef{Kind: relay.SecretStoreKind, Name: "own"}
 )
 
 func syncStores(t *testing.T) []runtime.Object {
 	return []runtime.Object{
-		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "team-a-only", "[{namespaces: [team-a]}]"),
-		storeYAML(t, v1alpha1.ClusterSecretStoreKind, "", "labelled", "[{namespaceSelector: {matchLabels: {relay: allowed}}}]"),
-		storeYAML(t, v1alpha1.SecretStoreKind, "team-a", "own", ""),
+		remotetest.Store(t, v1alpha1.ClusterSecretStoreKind, "", "team-a-only", "[{namespaces: [team-a]}]"),
+		remotetest.Store(t, v1alpha1.ClusterSecretStoreKind, "", "labelled", "[{namespaceSelector: {matchLabels: {relay: allowed}}}]"),
+		remotetest.Store(t, v1alpha1.SecretStoreKind, "team-a", "own", ""),
 	}
 }
 
 func TestSyncController(t *testing.T) {
 	t.Run("A forged copy should get nothing its namespace could not have asked for.", func(t *testing.T) {
-		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "peter"})})
 		real := h.managedCopy("team-a", "creds", teamAOnly, map[string]string{"username": "stale"}, "")
 		// A tenant who may create Secrets in evil copies what a copy looks like,
 		// and one in team-b names team-a's own SecretStore.
 		forged := h.managedCopy("evil", "creds", teamAOnly, map[string]string{"username": "nobody"}, "")
 		borrowed := h.managedCopy("team-b", "creds", ownStore, map[string]string{"username": "nobody"}, "")
-		for _, obj := range []runtime.Object{namespace("team-a", nil), namespace("evil", nil), namespace("team-b", nil),
-			tokenSecret("store-config"), tokenSecret("team-a"), real, forged, borrowed} {
+		for _, obj := range []runtime.Object{remotetest.Namespace("team-a", nil), remotetest.Namespace("evil", nil), remotetest.Namespace("team-b", nil),
+			remotetest.TokenSecret("store-config"), remotetest.TokenSecret("team-a"), real, forged, borrowed} {
 			require.NoError(t, h.down.Tracker().Add(obj))
 		}
 		h.startSync(true)
@@ -74,9 +76,9 @@ func TestSyncController(t *testing.T) {
 	})
 
 	t.Run("A copy whose namespace loses access should keep its data, stop following, and be told once.", func(t *testing.T) {
-		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
-		ns := namespace("team-b", map[string]string{"relay": "allowed"})
-		for _, obj := range []runtime.Object{ns, tokenSecret("store-config"), h.managedCopy("team-b", "creds", labelled, map[string]string{"username": "peter"}, "")} {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "peter"})})
+		ns := remotetest.Namespace("team-b", map[string]string{"relay": "allowed"})
+		for _, obj := range []runtime.Object{ns, remotetest.TokenSecret("store-config"), h.managedCopy("team-b", "creds", labelled, map[string]string{"username": "peter"}, "")} {
 			require.NoError(t, h.down.Tracker().Add(obj))
 		}
 		c := h.startSync(true)
@@ -89,7 +91,7 @@ func TestSyncController(t *testing.T) {
 		c.NamespaceChanged("team-b")
 		require.Eventually(t, func() bool { return len(h.events()) > 0 }, 5*time.Second, 10*time.Millisecond)
 
-		up := upstreamSecretOf("user-credentials", map[string]string{"username": "changed"})
+		up := remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "changed"})
 		_, err = h.up.CoreV1().Secrets("default").Update(context.Background(), up, metav1.UpdateOptions{})
 		require.NoError(t, err)
 		c.NamespaceChanged("team-b") // again: the event is not repeated
@@ -99,8 +101,8 @@ func TestSyncController(t *testing.T) {
 	})
 
 	t.Run("A follower should write nothing, and the copy should be synced when it leads.", func(t *testing.T) {
-		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
-		for _, obj := range []runtime.Object{namespace("team-a", nil), tokenSecret("team-a"), h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")} {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "peter"})})
+		for _, obj := range []runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a"), h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")} {
 			require.NoError(t, h.down.Tracker().Add(obj))
 		}
 		c := h.startSync(false)
@@ -115,16 +117,16 @@ func TestSyncController(t *testing.T) {
 	})
 
 	t.Run("A copy an older version annotated should be re-annotated once, data untouched.", func(t *testing.T) {
-		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "peter"})})
 		old := h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, "")
-		old.Annotations[webhook.AnnotationDataHash] = hex.EncodeToString(webhook.LengthDelimitedSum(sha256.New(), old.Data))
-		for _, obj := range []runtime.Object{namespace("team-a", nil), tokenSecret("team-a"), old} {
+		old.Annotations[relay.AnnotationDataHash] = hex.EncodeToString(relay.LengthDelimitedSum(sha256.New(), old.Data))
+		for _, obj := range []runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a"), old} {
 			require.NoError(t, h.down.Tracker().Add(obj))
 		}
 		h.startSync(true)
 		require.Eventually(t, func() bool {
 			s, err := h.down.CoreV1().Secrets("team-a").Get(context.Background(), "creds", metav1.GetOptions{})
-			return err == nil && s.Annotations[webhook.AnnotationDataHash] == h.tokens.Token(s.Data)
+			return err == nil && s.Annotations[relay.AnnotationDataHash] == h.tokens.Token(s.Data)
 		}, 5*time.Second, 10*time.Millisecond)
 		time.Sleep(300 * time.Millisecond)
 		assert.Equal(t, 1, h.writes("team-a", "creds"))
@@ -132,10 +134,10 @@ func TestSyncController(t *testing.T) {
 	})
 
 	t.Run("An immutable copy should be replaced when upstream changes, not retried for ever.", func(t *testing.T) {
-		h := newHarness(t, syncStores(t), nil, []runtime.Object{upstreamSecretOf("user-credentials", map[string]string{"username": "peter"})})
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "peter"})})
 		frozen := h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")
 		frozen.Immutable = ptr.To(true)
-		for _, obj := range []runtime.Object{namespace("team-a", nil), tokenSecret("team-a"), frozen} {
+		for _, obj := range []runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a"), frozen} {
 			require.NoError(t, h.down.Tracker().Add(obj))
 		}
 		h.startSync(true)
@@ -151,12 +153,12 @@ func TestSyncController(t *testing.T) {
 
 	t.Run("An upstream deletion should keep the copy and be told once.", func(t *testing.T) {
 		h := newHarness(t, syncStores(t), nil, nil)
-		for _, obj := range []runtime.Object{namespace("team-a", nil), tokenSecret("team-a"), h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, "")} {
+		for _, obj := range []runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a"), h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, "")} {
 			require.NoError(t, h.down.Tracker().Add(obj))
 		}
 		c := h.startSync(true)
 		require.Eventually(t, func() bool { return len(h.events()) > 0 }, 5*time.Second, 10*time.Millisecond)
-		c.StoreChanged(&Store{Kind: v1alpha1.SecretStoreKind, Namespace: "team-a", Name: "own"})
+		c.StoreChanged(&remote.Store{Kind: v1alpha1.SecretStoreKind, Namespace: "team-a", Name: "own"})
 		time.Sleep(200 * time.Millisecond)
 		assert.Empty(t, h.events())
 		assert.Equal(t, "peter", h.copyValue("team-a", "creds", "username"))

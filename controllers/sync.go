@@ -1,10 +1,10 @@
-package remote
+package controllers
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,24 +16,28 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/secret-relay/secret-relay/webhook"
+	"github.com/secret-relay/secret-relay/relay"
+	"github.com/secret-relay/secret-relay/remote"
 )
 
 // SyncConfig configures a SyncController.
 type SyncConfig struct {
-	Local *webhook.ManagedSecrets
+	Local *relay.ManagedSecrets
 	// Stores is waited for before the first sync; Authorizer reads through it.
-	Stores *StoreCache
+	Stores *remote.StoreCache
 	// Authorizer decides, before every background write, whether the copy's
 	// namespace may still use its store.
-	Authorizer *Authorizer
-	Upstreams  *Upstreams
+	Authorizer *remote.Authorizer
+	Upstreams  *remote.Upstreams
 	// Tokens keys the data tokens, as admission's do.
-	Tokens  webhook.Tokenizer
+	Tokens  relay.Tokenizer
 	Metrics *Metrics
 	Logger  *zap.Logger
 	// Recorder writes the Warning events on copies.
 	Recorder record.EventRecorder
+	// Describe words an error for an event: webhook.Describe, so that an event
+	// says what a denial would.
+	Describe func(error) string
 	// WaitFor are more caches to wait for before the first sync: namespaces, the
 	// token key.
 	WaitFor []cache.InformerSynced
@@ -75,8 +79,8 @@ const storeIndex = "secret-relay.io/store"
 // NewSyncController wires the controller to the local and upstream caches. It must
 // be called before the managed Secrets cache runs: it adds indexes to it.
 func NewSyncController(cfg SyncConfig) (*SyncController, error) {
-	if cfg.Local == nil || cfg.Stores == nil || cfg.Authorizer == nil || cfg.Upstreams == nil || cfg.Tokens == nil || cfg.Recorder == nil {
-		return nil, errors.New("invalid configuration: local, stores, authorizer, upstreams, tokens and recorder are required")
+	if cfg.Local == nil || cfg.Stores == nil || cfg.Authorizer == nil || cfg.Upstreams == nil || cfg.Tokens == nil || cfg.Recorder == nil || cfg.Describe == nil {
+		return nil, errors.New("invalid configuration: local, stores, authorizer, upstreams, tokens, recorder and describe are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -114,18 +118,18 @@ func indexByStore(obj any) ([]string, error) {
 	if !ok {
 		return nil, nil
 	}
-	src, err := webhook.ParseSource(s.Annotations[webhook.AnnotationSource])
+	src, err := relay.ParseSource(s.Annotations[relay.AnnotationSource])
 	if err != nil {
 		return nil, nil // unreadable: no store feeds it; sync reports it
 	}
-	return []string{storeIndexKey(string(src.Store.Kind), s.Namespace, src.Store.Name)}, nil
+	return []string{storeIndexKey(src.Store.Kind, s.Namespace, src.Store.Name)}, nil
 }
 
-func storeIndexKey(kind, copyNamespace, name string) string {
-	if kind == string(webhook.ClusterSecretStoreKind) {
+func storeIndexKey(kind relay.StoreKind, copyNamespace, name string) string {
+	if kind == relay.ClusterSecretStoreKind {
 		copyNamespace = ""
 	}
-	return kind + "/" + copyNamespace + "/" + name
+	return string(kind) + "/" + copyNamespace + "/" + name
 }
 
 // SetLeader says whether this replica may write. Becoming leader re-checks every copy.
@@ -146,8 +150,20 @@ func (c *SyncController) ResyncAll() {
 // StoreChanged checks again every copy that store s feeds: its spec or a Secret or
 // ConfigMap it references changed, so its upstream client, namespace or conditions
 // may have.
-func (c *SyncController) StoreChanged(s *Store) {
+func (c *SyncController) StoreChanged(s *remote.Store) {
 	c.enqueueIndexed(storeIndex, storeIndexKey(s.Kind, s.Namespace, s.Name))
+}
+
+// WatchNamespaces checks again the copies of every namespace whose labels change, or
+// that is being deleted: a ClusterSecretStore's selector may no longer admit it.
+func (c *SyncController) WatchNamespaces(namespaces cache.SharedIndexInformer) error {
+	_, err := namespaces.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: func(old, obj any) {
+		o, n := old.(*corev1.Namespace), obj.(*corev1.Namespace)
+		if !maps.Equal(o.Labels, n.Labels) || n.DeletionTimestamp != nil {
+			c.NamespaceChanged(n.Name)
+		}
+	}})
+	return err
 }
 
 // NamespaceChanged checks again every copy in namespace ns: its labels may have
@@ -222,7 +238,7 @@ func (c *SyncController) forgetLocal(obj any) {
 }
 
 // upstreamChanged queues every local copy that reads the changed upstream Secret.
-func (c *SyncController) upstreamChanged(ev SecretEvent) {
+func (c *SyncController) upstreamChanged(ev remote.SecretEvent) {
 	c.mu.Lock()
 	locals := make([]string, 0, len(c.refs[refIndex(ev.Store, ev.Name)]))
 	for key := range c.refs[refIndex(ev.Store, ev.Name)] {
@@ -257,9 +273,9 @@ func (c *SyncController) processNext(ctx context.Context) bool {
 
 // copyPlan is what one copy reads, through which store, as prepare found it.
 type copyPlan struct {
-	req      webhook.SecretRequest
-	store    *Store
-	upstream *upstreamCache
+	req      relay.SecretRequest
+	store    *remote.Store
+	upstream *remote.Cache
 }
 
 // problem is why a copy cannot be synced until something changes: a Warning event
@@ -274,38 +290,32 @@ type problem struct {
 // out, worth a retry.
 func (c *SyncController) prepare(ctx context.Context, local *corev1.Secret) (*copyPlan, *problem, error) {
 	key := local.Namespace + "/" + local.Name
-	src, err := webhook.ParseSource(local.Annotations[webhook.AnnotationSource])
+	src, err := relay.ParseSource(local.Annotations[relay.AnnotationSource])
 	if err != nil {
 		return nil, &problem{reason: "SourceUnreadable", result: "error",
-			message: fmt.Sprintf("its %s annotation is unreadable; the copy is left as it is", webhook.AnnotationSource)}, nil
+			message: fmt.Sprintf("its %s annotation is unreadable; the copy is left as it is", relay.AnnotationSource)}, nil
 	}
 	grant, err := c.cfg.Authorizer.Authorize(ctx, local.Namespace, src.Store)
-	if Refused(err) {
-		c.untrack(key)
-		c.clearSeen(key)
-		reason := "AccessDenied"
-		if errors.Is(err, ErrInvalidStoreConfiguration) {
-			reason = "StoreMisconfigured"
+	if err == nil {
+		var up *remote.Cache
+		if up, err = c.cfg.Upstreams.For(ctx, grant); err == nil {
+			req := relay.SecretRequest{Name: local.Name, Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
+			names := req.RemoteKeys()
+			up.Want(names...)
+			c.track(grant.Store().String(), names, key)
+			return &copyPlan{req: req, store: grant.Store(), upstream: up}, nil, nil
 		}
-		return nil, &problem{reason: reason, result: "denied",
-			message: strings.TrimPrefix(err.Error(), webhook.DenyPrefix) + "; the copy keeps its data and is no longer refreshed"}, nil
 	}
-	if err != nil {
+	if !remote.Refused(err) {
 		return nil, nil, err
 	}
-	up, err := c.cfg.Upstreams.For(ctx, grant)
-	if IsConfigError(err) {
-		return nil, &problem{reason: "StoreMisconfigured", result: "error",
-			message: fmt.Sprintf("store %s is misconfigured: %s; the copy keeps its data", src.Store, configMessage(err))}, nil
+	c.untrack(key)
+	c.clearSeen(key)
+	reason := "AccessDenied"
+	if errors.Is(err, relay.ErrStoreMisconfigured) {
+		reason = "StoreMisconfigured"
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	req := webhook.SecretRequest{Name: local.Name, Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
-	names := req.RemoteKeys()
-	up.want(names...)
-	c.track(grant.Store().String(), names, key)
-	return &copyPlan{req: req, store: grant.Store(), upstream: up}, nil, nil
+	return nil, &problem{reason: reason, result: "denied", message: c.cfg.Describe(err) + "; the copy keeps its data and is no longer refreshed"}, nil
 }
 
 // sync brings one local copy up to date with what the upstream cache holds.
@@ -328,7 +338,7 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 		return nil
 	}
 
-	remote := webhook.RemoteSecrets{}
+	read := relay.RemoteSecrets{}
 	for _, name := range plan.req.RemoteKeys() {
 		s, err := plan.upstream.Get(ctx, name)
 		if apierrors.IsNotFound(err) {
@@ -338,14 +348,14 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("could not read upstream Secret %q of %s: %s", name, plan.store, DescribeUpstreamError(err))
+			return fmt.Errorf("could not read upstream Secret %q of %s: %s", name, plan.store, remote.DescribeUpstreamError(err))
 		}
-		remote[name] = s
+		read[name] = s
 	}
-	desired, err := webhook.PlanSecret(local.Namespace, plan.req, remote, c.cfg.Now(), c.cfg.Tokens)
+	desired, err := relay.PlanSecret(local.Namespace, plan.req, read, c.cfg.Now(), c.cfg.Tokens)
 	if err == nil {
 		var write bool
-		if write, err = webhook.CheckExisting(local, desired, c.cfg.Tokens); err == nil && !write {
+		if write, err = relay.CheckExisting(local, desired, c.cfg.Tokens); err == nil && !write {
 			c.cfg.Metrics.sync("unchanged", 0)
 			c.clearSeen(key)
 			c.healthy(key)
@@ -356,12 +366,12 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 		// Upstream changed into something admission would refuse (a key gone, a
 		// token type, over 1 MiB): keep the copy and say so.
 		c.cfg.Metrics.sync("error", 0)
-		c.warn(local, "SyncFailed", strings.TrimPrefix(err.Error(), webhook.DenyPrefix)+"; keeping the last copy")
+		c.warn(local, "SyncFailed", c.cfg.Describe(err)+"; keeping the last copy")
 		return nil
 	}
 	if err := c.cfg.Local.Apply(ctx, local, desired, false); err != nil {
 		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
-			c.warn(local, "SyncFailed", fmt.Sprintf("could not write the copy: %s; keeping the last copy and retrying", webhook.DescribeWriteError(err, desired.Data)))
+			c.warn(local, "SyncFailed", fmt.Sprintf("could not write the copy: %s; keeping the last copy and retrying", relay.DescribeWriteError(err, desired.Data)))
 		}
 		// The error may quote what the API server refused; the event above says
 		// it without values, and the log says only that it failed.

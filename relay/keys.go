@@ -1,0 +1,31 @@
+package relay
+
+// Annotation and label keys. Everything secret-relay reads or writes on pods and
+// Secrets is here, under one prefix.
+const (
+	Prefix = "secret-relay.io/"
+
+	// AnnotationStore is the pod's default store: NAME, SecretStore/NAME or
+	// ClusterSecretStore/NAME.
+	AnnotationStore = Prefix + "store"
+	// AnnotationSecrets is the YAML or JSON list of Secrets the pod wants relayed.
+	AnnotationSecrets = Prefix + "secrets"
+	// AnnotationStatus, on an admitted pod, maps each relayed local Secret to its
+	// data token, as its AnnotationDataHash holds it.
+	AnnotationStatus = Prefix + "status"
+
+	// AnnotationSource, on a local Secret, says where it came from, as JSON.
+	AnnotationSource = Prefix + "source"
+	// AnnotationDataHash, on a local Secret, is the keyed token of its data
+	// (TokenKey.Token): equal data, equal token, and nothing about a value without
+	// the installation's key.
+	AnnotationDataHash = Prefix + "data-hash"
+	// AnnotationSyncedAt, on a local Secret, is when it was last written, RFC 3339.
+	AnnotationSyncedAt = Prefix + "synced-at"
+
+	// LabelManagedBy marks the local Secrets secret-relay owns; it never writes a
+	// Secret without it.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is LabelManagedBy's value.
+	ManagedByValue = "secret-relay"
+)
