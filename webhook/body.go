@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,9 +22,10 @@ const (
 	reviewBudgetBytes = 32 << 20
 )
 
-// bodyLimit reads request bodies within a size limit and a shared memory budget, and
-// answers 413 to a body over the limit, unread when its Content-Length says so, and
-// 429 when the budget is spent.
+// bodyLimit reads request bodies within a size limit (http.MaxBytesReader) and a
+// memory budget shared by all requests: http.MaxBytesHandler bounds one request,
+// not how many arrive at once. It answers 413 to a body over the limit, unread when
+// its Content-Length says so, and 429 when the budget is spent.
 type bodyLimit struct {
 	next      http.Handler
 	max, free int64
@@ -34,27 +36,37 @@ func limitBodies(next http.Handler, limit, free, budget int64) http.Handler {
 	return &bodyLimit{next: next, max: limit, free: free, budget: semaphore.NewWeighted(budget)}
 }
 
+var errBudgetSpent = errors.New("the shared body budget is spent")
+
 func (l *bodyLimit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > l.max {
 		l.refuseTooLarge(w)
 		return
 	}
-	b := body{limit: l}
+	b := &budgetBuffer{limit: l}
 	defer b.release()
-	switch err := b.read(r.Body, r.ContentLength); err {
-	case nil:
-	case errTooLarge:
+	var err error
+	if r.ContentLength > 0 {
+		// A review the API server sends has its length: one buffer of that size.
+		err = b.reserve(r.ContentLength)
+	}
+	if err == nil && r.Body != nil {
+		_, err = io.Copy(b, http.MaxBytesReader(w, r.Body, l.max))
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
 		l.refuseTooLarge(w)
 		return
-	case errBudgetSpent:
+	case errors.Is(err, errBudgetSpent):
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "secret-relay: too many large reviews at once", http.StatusTooManyRequests)
 		return
-	default:
+	case err != nil:
 		http.Error(w, "secret-relay: could not read the request body", http.StatusBadRequest)
 		return
 	}
-	r.Body = io.NopCloser(bytes.NewReader(b.data))
+	r.Body = io.NopCloser(bytes.NewReader(b.buf.Bytes()))
 	l.next.ServeHTTP(w, r)
 }
 
@@ -64,78 +76,38 @@ func (l *bodyLimit) refuseTooLarge(w http.ResponseWriter) {
 	http.Error(w, fmt.Sprintf("secret-relay: request body over %d bytes", l.max), http.StatusRequestEntityTooLarge)
 }
 
-type bodyError string
-
-func (e bodyError) Error() string { return string(e) }
-
-const (
-	errTooLarge    = bodyError("too large")
-	errBudgetSpent = bodyError("budget spent")
-)
-
-// body is one request's body as it is read, and the budget it holds.
-type body struct {
+// budgetBuffer is one request's body as it arrives. It pays for each growth of its
+// buffer before making it, doubling, so that a client holds budget only for about
+// what it has sent. It is not an io.ReaderFrom, so that io.Copy writes through it.
+type budgetBuffer struct {
 	limit *bodyLimit
-	data  []byte
-	// ceiling is one byte past the Content-Length or the limit: reading into it
-	// shows that the body goes on, or ends.
-	ceiling int64
-	held    int64
+	buf   bytes.Buffer
+	held  int64
 }
 
-// read reads r whole, doubling the buffer in steps it pays for first, so that a
-// client holds budget only for bytes it has sent. size is the Content-Length, or -1.
-func (b *body) read(r io.Reader, size int64) error {
-	if r == nil {
-		return nil
-	}
-	first := int64(4 << 10)
-	b.ceiling = b.limit.max + 1
-	if size >= 0 {
-		// A review the API server sends has its length: one buffer of that size.
-		b.ceiling = min(b.ceiling, size+1)
-		first = min(b.ceiling, max(first, b.limit.free))
-	}
-	if err := b.grow(first); err != nil {
-		return err
-	}
-	for {
-		if len(b.data) == cap(b.data) {
-			if err := b.grow(2 * int64(cap(b.data))); err != nil {
-				return err
-			}
-		}
-		n, err := r.Read(b.data[len(b.data):cap(b.data)])
-		b.data = b.data[:len(b.data)+n]
-		switch {
-		case int64(len(b.data)) > b.limit.max:
-			return errTooLarge
-		case err == io.EOF:
-			return nil
-		case err != nil:
-			return err
+func (b *budgetBuffer) Write(p []byte) (int, error) {
+	if need := int64(b.buf.Len() + len(p)); need > int64(b.buf.Cap()) {
+		if err := b.reserve(max(need, 2*int64(b.buf.Cap()))); err != nil {
+			return 0, err
 		}
 	}
+	return b.buf.Write(p)
 }
 
-func (b *body) grow(to int64) error {
-	to = min(to, b.ceiling)
-	if to <= int64(cap(b.data)) {
-		return errTooLarge // full at the ceiling: cannot happen below the limit
-	}
-	if extra := to - b.limit.free - b.held; extra > 0 {
+// reserve pays for a buffer of size bytes, past the free allowance, and grows to it.
+func (b *budgetBuffer) reserve(size int64) error {
+	size = min(size, b.limit.max+1) // one byte past the limit shows that the body goes on
+	if extra := size - b.limit.free - b.held; extra > 0 {
 		if !b.limit.budget.TryAcquire(extra) {
 			return errBudgetSpent
 		}
 		b.held += extra
 	}
-	data := make([]byte, len(b.data), to)
-	copy(data, b.data)
-	b.data = data
+	b.buf.Grow(int(size) - b.buf.Len())
 	return nil
 }
 
-func (b *body) release() {
+func (b *budgetBuffer) release() {
 	if b.held > 0 {
 		b.limit.budget.Release(b.held)
 	}
