@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -64,7 +64,6 @@ func serve(ctx context.Context, f Flags) error {
 	if err != nil {
 		return err
 	}
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := newMetrics(reg)
@@ -89,68 +88,18 @@ func serve(ctx context.Context, f Flags) error {
 	if err != nil {
 		return err
 	}
-	reloader := certs.NewReloader(f.TLSCertFile, f.TLSKeyFile, f.CertReloadInterval)
-	var clientCAs *certs.CABundle
-	if f.ClientCAFile != "" {
-		clientCAs = certs.NewCABundle(f.ClientCAFile, f.CertReloadInterval)
-	}
-
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	goRunUntil := func(ctx context.Context, name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	goRun := func(name string, fn func(context.Context) error) { goRunUntil(runCtx, name, fn) }
-
-	goRun("certificate reloader", func(ctx context.Context) error {
-		return reloader.Start(ctx, zapr.NewLogger(logger.Named("certs")))
-	})
-	if clientCAs != nil {
-		goRun("client CA reloader", func(ctx context.Context) error {
-			return clientCAs.Start(ctx, zapr.NewLogger(logger.Named("certs")))
-		})
-	}
-	parts.start(runCtx, goRun)
-	// The lease is released as soon as the signal comes, so that another replica
-	// takes over background writes at once.
-	goRunUntil(ctx, "leader election", func(ctx context.Context) error {
-		return runLeading(ctx, f, down.kube, logger.Named("leader"), parts.lead)
-	})
-
+	tlsFiles := newTLSFiles(f)
 	var draining atomic.Bool
-	mux := http.NewServeMux()
-	mux.Handle("POST /mutate-pods", closeWhen(&draining, handler))
-	webhookSrv := &http.Server{
-		Addr:              f.WebhookAddress,
-		Handler:           mux,
-		TLSConfig:         reloader.ServerTLSConfig(clientCAs),
-		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          zap.NewStdLog(logger.Named("webhook-http")),
-	}
-	probeSrv := &http.Server{
-		Addr: f.ProbeAddress,
-		Handler: probeMux(reg, []readyCheck{
-			{name: "not shutting down", ok: func(context.Context) error { return boolErr(!draining.Load(), "draining") }},
-			{name: "serving certificate", ok: func(context.Context) error { return boolErr(reloader.Loaded(), "not loaded") }},
-			{name: "client CA bundle", ok: func(context.Context) error { return boolErr(clientCAs == nil || clientCAs.Loaded(), "not loaded") }},
-			{name: "caches", ok: func(context.Context) error { return parts.synced() }},
-			downstreamAnswers(down.kube),
-		}),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-	}
+	webhookSrv := newWebhookServer(handler, tlsFiles, &draining, logger)
+	probeSrv := newProbeServer(reg, []readyCheck{
+		{name: "not shutting down", ok: func(context.Context) error { return boolErr(!draining.Load(), "draining") }},
+		{name: "serving certificate", ok: func(context.Context) error { return boolErr(tlsFiles.cert.Loaded(), "not loaded") }},
+		{name: "client CA bundle", ok: func(context.Context) error {
+			return boolErr(tlsFiles.clientCAs == nil || tlsFiles.clientCAs.Loaded(), "not loaded")
+		}},
+		{name: "caches", ok: func(context.Context) error { return parts.synced() }},
+		downstreamAnswers(down.kube),
+	})
 	webhookLn, err := net.Listen("tcp", f.WebhookAddress)
 	if err != nil {
 		return fmt.Errorf("could not listen on %s: %w", f.WebhookAddress, err)
@@ -161,23 +110,89 @@ func serve(ctx context.Context, f Flags) error {
 		return fmt.Errorf("could not listen on %s: %w", f.ProbeAddress, err)
 	}
 	logger.Info("serving", zap.String("version", version), zap.String("webhook", webhookLn.Addr().String()), zap.String("probe", probeLn.Addr().String()))
-	goRun("webhook server", func(context.Context) error { return serveUntilShutdown(webhookSrv.ServeTLS(webhookLn, "", "")) })
-	goRun("probe server", func(context.Context) error { return serveUntilShutdown(probeSrv.Serve(probeLn)) })
 
-	var runErr error
+	// A part that fails stops the others: the group's context ends with it.
+	g, gctx := errgroup.WithContext(runCtx)
+	run := func(name string, fn func(context.Context) error) {
+		g.Go(func() error {
+			if err := fn(gctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	tlsFiles.start(run, logger)
+	parts.start(gctx, run)
+	// The lease is released as soon as the signal comes, so that another replica
+	// takes over background writes at once.
+	leading, stopLeading := context.WithCancel(gctx)
+	defer context.AfterFunc(ctx, stopLeading)()
+	g.Go(func() error { return runLeading(leading, f, down.kube, logger.Named("leader"), parts.lead) })
+	run("webhook server", func(context.Context) error { return serveUntilShutdown(webhookSrv.ServeTLS(webhookLn, "", "")) })
+	run("probe server", func(context.Context) error { return serveUntilShutdown(probeSrv.Serve(probeLn)) })
+
 	select {
 	case <-ctx.Done():
 		drain(&draining, f.ShutdownDelay, logger)
-	case runErr = <-errc:
-		logger.Error("stopping", zap.Error(runErr))
+	case <-gctx.Done():
+		logger.Error("stopping: a part failed")
 	}
 	// Finish the reviews in flight before anything they use goes away.
 	shutdownCtx, done := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer done()
 	err = errors.Join(webhookSrv.Shutdown(shutdownCtx), probeSrv.Shutdown(shutdownCtx))
 	cancel()
-	wg.Wait()
-	return errors.Join(runErr, err)
+	return errors.Join(g.Wait(), err)
+}
+
+// tlsFiles are the certificate files the webhook listener serves and verifies with,
+// re-read as they change.
+type tlsFiles struct {
+	cert      *certs.Reloader
+	clientCAs *certs.CABundle // nil without --client-ca-file
+}
+
+func newTLSFiles(f Flags) tlsFiles {
+	t := tlsFiles{cert: certs.NewReloader(f.TLSCertFile, f.TLSKeyFile, f.CertReloadInterval)}
+	if f.ClientCAFile != "" {
+		t.clientCAs = certs.NewCABundle(f.ClientCAFile, f.CertReloadInterval)
+	}
+	return t
+}
+
+func (t tlsFiles) start(run func(string, func(context.Context) error), logger *zap.Logger) {
+	log := zapr.NewLogger(logger.Named("certs"))
+	run("certificate reloader", func(ctx context.Context) error { return t.cert.Start(ctx, log) })
+	if t.clientCAs != nil {
+		run("client CA reloader", func(ctx context.Context) error { return t.clientCAs.Start(ctx, log) })
+	}
+}
+
+// newWebhookServer is the hardened HTTPS server of POST /mutate-pods.
+func newWebhookServer(handler http.Handler, files tlsFiles, draining *atomic.Bool, logger *zap.Logger) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("POST /mutate-pods", closeWhen(draining, handler))
+	return &http.Server{
+		Handler:           mux,
+		TLSConfig:         files.cert.ServerTLSConfig(files.clientCAs),
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){}, // no HTTP/2
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          zap.NewStdLog(logger.Named("webhook-http")),
+	}
+}
+
+// newProbeServer is the plain HTTP server of /healthz, /readyz and /metrics.
+func newProbeServer(reg prometheus.Gatherer, checks []readyCheck) *http.Server {
+	return &http.Server{
+		Handler:           probeMux(reg, checks),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+	}
 }
 
 // drain keeps answering reviews for delay after a signal while /readyz fails, so
