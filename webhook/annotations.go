@@ -1,23 +1,19 @@
 package webhook
 
 import (
-	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"path"
-	"reflect"
 	"slices"
-	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	yamlv2 "go.yaml.in/yaml/v2"
 	"k8s.io/apimachinery/pkg/util/validation"
 	kjson "sigs.k8s.io/json"
-	"sigs.k8s.io/yaml"
 
 	"github.com/secret-relay/secret-relay/relay"
 )
@@ -40,37 +36,6 @@ const (
 
 // errNoStore is the error for an item that names no store on a pod that names none.
 var errNoStore = fmt.Errorf("no store: set store on the item or annotate the pod with %s", relay.AnnotationStore)
-
-// secretItem is the object form of one secret-relay.io/secrets entry, as the user writes it.
-// It has its own wire types, apart from relay.SecretRequest, so that the annotation's format
-// cannot change by accident with the internal types.
-type secretItem struct {
-	Name      string         `json:"name"`
-	Store     string         `json:"store"`
-	Data      []itemData     `json:"data"`
-	DataFrom  []itemDataFrom `json:"dataFrom"`
-	Env       bool           `json:"env"`
-	MountPath string         `json:"mountPath"`
-}
-
-type itemData struct {
-	SecretKey string        `json:"secretKey"`
-	RemoteRef itemRemoteRef `json:"remoteRef"`
-}
-
-type itemRemoteRef struct {
-	Key      string `json:"key"`
-	Property string `json:"property"`
-}
-
-type itemDataFrom struct {
-	Extract itemExtract `json:"extract"`
-}
-
-// itemExtract has no property: dataFrom copies whole Secrets.
-type itemExtract struct {
-	Key string `json:"key"`
-}
 
 // ParseStoreRef parses "NAME", "SecretStore/NAME" or "ClusterSecretStore/NAME". A bare
 // NAME is a SecretStore. Any error is a *DenyError.
@@ -125,16 +90,16 @@ func ParseAnnotations(annotations map[string]string) ([]relay.SecretRequest, err
 		defaultStore = &ref
 	}
 
-	raws, err := splitList(value)
+	items, err := decodeList(value)
 	if err != nil {
 		return nil, Denyf("annotation %s: %v", relay.AnnotationSecrets, err)
 	}
 
-	requests := make([]relay.SecretRequest, 0, len(raws))
+	requests := make([]relay.SecretRequest, 0, len(items))
 	byName := map[string]int{}
 	byMountPath := map[string]int{}
-	for i, raw := range raws {
-		req, err := parseItem(raw, defaultStore)
+	for i, it := range items {
+		req, err := parseItem(it, defaultStore)
 		if err == nil {
 			err = checkUnique(req, requests, byName, byMountPath)
 		}
@@ -162,118 +127,118 @@ func checkUnique(req relay.SecretRequest, earlier []relay.SecretRequest, byName,
 	return nil
 }
 
-// itemLabel names item i (0-based) for a message: `item 2 ("db")`, or `item 2` when the
-// item has no usable name.
-func itemLabel(i int, name string) string {
-	if isValidName(name) {
-		return fmt.Sprintf("item %d (%s)", i+1, quoteShort(name))
-	}
-	return fmt.Sprintf("item %d", i+1)
+// item is one entry of the list: for JSON, still raw, to be decoded strictly once on
+// its own, so that a duplicate field is told against its item; for YAML, already
+// decoded with the whole document.
+type item struct {
+	raw  json.RawMessage
+	tree any
 }
 
-// splitList checks the size of the secrets annotation and splits its list into items,
-// each as JSON.
-func splitList(value string) ([]json.RawMessage, error) {
+// decodeList checks the size of the secrets annotation and decodes its list.
+//
+// Valid JSON is taken as JSON, because the YAML 1.1 parser under sigs.k8s.io/yaml
+// rejects some valid JSON (the escape \/); each item is decoded later, strictly, on
+// its own. Anything else is YAML, decoded once, strictly, so that a key given twice
+// is an error; a stream of several documents is refused, since reading the first
+// would drop the rest.
+func decodeList(value string) ([]item, error) {
 	if len(value) > maxSecretsBytes {
 		return nil, fmt.Errorf("the value is %d bytes, over the limit of %d (64 KiB)", len(value), maxSecretsBytes)
 	}
 	if strings.TrimSpace(value) == "" {
 		return nil, errors.New("not a YAML or JSON list: the value is empty")
 	}
-	doc, err := toJSON([]byte(value))
-	if err != nil {
-		return nil, fmt.Errorf("not a YAML or JSON list: %s", briefError(err))
+	var items []item
+	if json.Valid([]byte(value)) {
+		var raws []json.RawMessage
+		if err := json.Unmarshal([]byte(value), &raws); err != nil {
+			return nil, fmt.Errorf("not a YAML or JSON list: got %s", jsonKind([]byte(value)))
+		}
+		for _, raw := range raws {
+			items = append(items, item{raw: raw})
+		}
+	} else {
+		doc, err := decodeYAML(value)
+		if err != nil {
+			return nil, fmt.Errorf("not a YAML or JSON list: %s", briefError(err))
+		}
+		list, ok := doc.([]any)
+		if !ok {
+			return nil, fmt.Errorf("not a YAML or JSON list: got %s", kindOf(doc))
+		}
+		for _, v := range list {
+			items = append(items, item{tree: v})
+		}
 	}
-	if kind := jsonKind(doc); kind != "a list" {
-		return nil, fmt.Errorf("not a YAML or JSON list: got %s", kind)
+	if len(items) > maxSecretsItems {
+		return nil, fmt.Errorf("the list has %d items, over the limit of %d", len(items), maxSecretsItems)
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(doc, &raws); err != nil {
-		return nil, fmt.Errorf("not a YAML or JSON list: %s", briefError(err))
-	}
-	if len(raws) > maxSecretsItems {
-		return nil, fmt.Errorf("the list has %d items, over the limit of %d", len(raws), maxSecretsItems)
-	}
-	return raws, nil
+	return items, nil
 }
 
-// toJSON converts the annotation's value to JSON.
-//
-// Valid JSON is taken as it is, because the YAML 1.1 parser under sigs.k8s.io/yaml
-// rejects some valid JSON (the escape \/, for one). Its objects are checked for
-// duplicate keys later, when each item is decoded.
-//
-// YAML is converted strictly, so that a key given twice is an error. A YAML stream of
-// several documents is refused: sigs.k8s.io/yaml would read the first and drop the rest.
-func toJSON(value []byte) ([]byte, error) {
-	if json.Valid(value) {
-		return value, nil
-	}
-	if err := checkSingleDocument(value); err != nil {
+// decodeYAML decodes the one YAML document of value, strictly, into nil, a bool, a
+// number, a string, []any or map[string]any.
+func decodeYAML(value string) (any, error) {
+	dec := yamlv2.NewDecoder(strings.NewReader(value))
+	dec.SetStrict(true)
+	var doc any
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	return yaml.YAMLToJSONStrict(value)
-}
-
-// checkSingleDocument refuses a YAML stream of more than one document. It uses the
-// parser under sigs.k8s.io/yaml, so that both agree on where a document ends.
-func checkSingleDocument(value []byte) error {
-	dec := yamlv2.NewDecoder(bytes.NewReader(value))
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return err
-	}
-	switch err := dec.Decode(&doc); {
+	var next any
+	switch err := dec.Decode(&next); {
 	case errors.Is(err, io.EOF):
-		return nil
+		return fromYAML(doc), nil
 	case err != nil:
-		return err
+		return nil, err
 	default:
-		return errors.New("more than one YAML document")
+		return nil, errors.New("more than one YAML document")
 	}
 }
 
-// jsonKind describes the type of one JSON value, for messages.
-func jsonKind(raw []byte) string {
-	raw = bytes.TrimLeft(raw, " \t\r\n")
-	if len(raw) == 0 {
-		return "nothing"
+// fromYAML turns yaml.v2's maps, keyed by anything, into maps keyed by strings.
+func fromYAML(v any) any {
+	switch v := v.(type) {
+	case map[any]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			m[fmt.Sprint(k)] = fromYAML(e)
+		}
+		return m
+	case []any:
+		for i, e := range v {
+			v[i] = fromYAML(e)
+		}
 	}
-	switch raw[0] {
-	case '[':
-		return "a list"
-	case '{':
-		return "an object"
-	case '"':
-		return "a string"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	default:
-		return "a number"
-	}
+	return v
 }
 
 // parseItem parses one item of the list, either form. On error, the returned request
 // still holds the item's name when it could be read, to label the message.
-func parseItem(raw json.RawMessage, defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
-	switch kind := jsonKind(raw); kind {
-	case "a string":
-		var remote string
-		if err := json.Unmarshal(raw, &remote); err != nil {
+func parseItem(it item, defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
+	v := it.tree
+	if it.raw != nil {
+		strict, err := kjson.UnmarshalStrict(it.raw, &v)
+		if err != nil {
 			return relay.SecretRequest{}, errors.New(briefError(err))
 		}
-		return parseShorthand(remote, defaultStore)
-	case "an object":
-		return parseObject(raw, defaultStore)
-	case "a number", "a boolean":
-		return relay.SecretRequest{}, fmt.Errorf("must be a string or an object, got %s (quote names that YAML reads as numbers or booleans)", kind)
+		var field interface{ FieldPath() string }
+		if len(strict) > 0 && errors.As(strict[0], &field) {
+			// The one strict error decoding into a tree can have: a duplicate key.
+			name, _ := nameOf(v)
+			return relay.SecretRequest{Name: name}, fmt.Errorf("duplicate field %s", quoteShort(field.FieldPath()))
+		}
+	}
+	switch v := v.(type) {
+	case string:
+		return parseShorthand(v, defaultStore)
+	case map[string]any:
+		return parseObject(v, defaultStore)
+	case bool, int, int64, float64:
+		return relay.SecretRequest{}, fmt.Errorf("must be a string or an object, got %s (quote names that YAML reads as numbers or booleans)", kindOf(v))
 	default:
-		return relay.SecretRequest{}, fmt.Errorf("must be a string or an object, got %s", kind)
+		return relay.SecretRequest{}, fmt.Errorf("must be a string or an object, got %s", kindOf(v))
 	}
 }
 
@@ -296,132 +261,121 @@ func parseShorthand(remote string, defaultStore *relay.StoreRef) (relay.SecretRe
 	return req, nil
 }
 
-// parseObject parses the object form.
-func parseObject(raw json.RawMessage, defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
-	var it secretItem
-	// sigs.k8s.io/json, which the API server uses for strict field validation, matches
-	// keys case-sensitively (encoding/json would take "Name" for "name") and reports
-	// unknown and duplicate fields with their paths.
-	strictErrs, err := kjson.UnmarshalStrict(raw, &it)
-	if err != nil {
-		return relay.SecretRequest{Name: it.Name}, describeDecodeError(raw, err)
-	}
-	if len(strictErrs) > 0 {
-		return relay.SecretRequest{Name: it.Name}, describeStrictError(strictErrs[0])
-	}
-	// Typed decoding reads null and "" as absent; a user who wrote them meant something.
-	var tree any
-	if err := json.Unmarshal(raw, &tree); err != nil {
-		return relay.SecretRequest{Name: it.Name}, errors.New(briefError(err))
-	}
-	if at := findEmpty(tree, ""); at != "" {
-		return relay.SecretRequest{Name: it.Name}, fmt.Errorf("%s is empty", at)
-	}
-	return it.request(defaultStore)
+// shape is what one value of the object form must be: its kind, and for an object its
+// fields, for a list its elements.
+type shape struct {
+	kind   string
+	fields map[string]shape
+	elem   *shape
 }
 
-// describeDecodeError explains a failed decode of an item. sigs.k8s.io/json reports a
-// type mismatch with an internal type whose message names Go types; encoding/json,
-// decoding the same input, gives it as a *json.UnmarshalTypeError, from which a message
-// in the user's terms can be made.
-func describeDecodeError(raw []byte, err error) error {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(json.Unmarshal(raw, new(secretItem)), &typeErr) && typeErr.Field != "" {
-		got, _, _ := strings.Cut(typeErr.Value, " ")
-		return fmt.Errorf("%s must be %s, got %s", typeErr.Field, describeType(typeErr.Type), describeValue(got))
-	}
-	return errors.New(briefError(err))
-}
+var (
+	stringShape = shape{kind: "a string"}
+	itemShape   = shape{kind: "an object", fields: map[string]shape{
+		"name":      stringShape,
+		"store":     stringShape,
+		"env":       {kind: "a boolean"},
+		"mountPath": stringShape,
+		"data": {kind: "a list", elem: &shape{kind: "an object", fields: map[string]shape{
+			"secretKey": stringShape,
+			"remoteRef": {kind: "an object", fields: map[string]shape{"key": stringShape, "property": stringShape}},
+		}}},
+		// extract has no property: dataFrom copies whole Secrets.
+		"dataFrom": {kind: "a list", elem: &shape{kind: "an object", fields: map[string]shape{
+			"extract": {kind: "an object", fields: map[string]shape{"key": stringShape}},
+		}}},
+	}}
+)
 
-// describeStrictError shortens the field path in `unknown field "a.b"`, which a user
-// can make as long as the annotation.
-func describeStrictError(err error) error {
-	var fieldErr interface{ FieldPath() string }
-	if errors.As(err, &fieldErr) {
-		quoted := strconv.Quote(fieldErr.FieldPath())
-		if problem, ok := strings.CutSuffix(err.Error(), " "+quoted); ok {
-			return fmt.Errorf("%s %s", problem, quoteShort(fieldErr.FieldPath()))
+// problems are the first of each kind of problem a walk of an item found.
+type problems struct{ wrongType, unknown, empty error }
+
+// check walks v against s. typed is v's path without indexes, as type errors name
+// it ("data.secretKey"); at is its path with them ("data[0].secretKey").
+func (s shape) check(v any, typed, at string, p *problems) {
+	if v == nil || v == "" && s.kind == stringShape.kind {
+		// A user who wrote null or "" meant something: it is not absent.
+		if p.empty == nil {
+			p.empty = fmt.Errorf("%s is empty", at)
 		}
+		return
 	}
-	return errors.New(briefError(err))
-}
-
-func describeType(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "a boolean"
-	case reflect.Slice:
-		return "a list"
-	case reflect.Struct:
-		return "an object"
-	default:
-		return t.Kind().String()
+	if got := kindOf(v); got != s.kind {
+		if p.wrongType == nil {
+			p.wrongType = fmt.Errorf("%s must be %s, got %s", typed, s.kind, got)
+		}
+		return
 	}
-}
-
-func describeValue(v string) string {
-	switch v {
-	case "array":
-		return "a list"
-	case "object":
-		return "an object"
-	case "bool":
-		return "a boolean"
-	case "number":
-		return "a number"
-	case "string":
-		return "a string"
-	default:
-		return v
+	join := func(path, key string) string {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
 	}
-}
-
-// findEmpty returns the path of the first null or empty string in v, visiting keys in
-// order so that the answer is stable, or "" when there is none.
-func findEmpty(v any, at string) string {
 	switch v := v.(type) {
-	case nil:
-		return at
-	case string:
-		if v == "" {
-			return at
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			sub, ok := s.fields[k]
+			if !ok {
+				if p.unknown == nil {
+					p.unknown = fmt.Errorf("unknown field %s", quoteShort(join(at, k)))
+				}
+				continue
+			}
+			sub.check(v[k], join(typed, k), join(at, k), p)
 		}
 	case []any:
 		for i, e := range v {
-			if p := findEmpty(e, fmt.Sprintf("%s[%d]", at, i)); p != "" {
-				return p
-			}
-		}
-	case map[string]any:
-		for _, k := range slices.Sorted(maps.Keys(v)) {
-			sub := k
-			if at != "" {
-				sub = at + "." + k
-			}
-			if p := findEmpty(v[k], sub); p != "" {
-				return p
-			}
+			s.elem.check(e, typed, fmt.Sprintf("%s[%d]", at, i), p)
 		}
 	}
-	return ""
 }
 
-// request validates a decoded object item and turns it into a relay.SecretRequest.
-func (it secretItem) request(defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
-	req := relay.SecretRequest{Name: it.Name, Env: it.Env, MountPath: it.MountPath}
+// parseObject parses the object form: its shape first (types, then unknown fields,
+// then empty values), then its rules.
+func parseObject(m map[string]any, defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
+	name, _ := nameOf(m)
+	var p problems
+	itemShape.check(m, "", "", &p)
+	if err := cmp.Or(p.wrongType, p.unknown, p.empty); err != nil {
+		return relay.SecretRequest{Name: name}, err
+	}
+	str := func(m any, key string) string { s, _ := m.(map[string]any)[key].(string); return s }
+	env, _ := m["env"].(bool)
+	req := relay.SecretRequest{Name: name, Env: env, MountPath: str(m, "mountPath")}
+	data, _ := m["data"].([]any)
+	for _, d := range data {
+		ref, _ := d.(map[string]any)["remoteRef"].(map[string]any)
+		req.Data = append(req.Data, relay.DataEntry{SecretKey: str(d, "secretKey"), RemoteRef: relay.RemoteRef{Key: str(ref, "key"), Property: str(ref, "property")}})
+	}
+	dataFrom, _ := m["dataFrom"].([]any)
+	for _, d := range dataFrom {
+		extract, _ := d.(map[string]any)["extract"].(map[string]any)
+		req.DataFrom = append(req.DataFrom, relay.DataFromEntry{Extract: relay.RemoteRef{Key: str(extract, "key")}})
+	}
+	return validate(req, str(m, "store"), defaultStore)
+}
 
+// nameOf is an item's name when it is a string, to label a message.
+func nameOf(v any) (string, bool) {
+	m, _ := v.(map[string]any)
+	name, ok := m["name"].(string)
+	return name, ok
+}
+
+// validate checks an object item's rules, and gives it its store: the one it names
+// (store), or the pod's default.
+func validate(req relay.SecretRequest, store string, defaultStore *relay.StoreRef) (relay.SecretRequest, error) {
 	switch {
-	case it.Name == "":
+	case req.Name == "":
 		return req, errors.New("name is required")
-	case !isValidName(it.Name):
-		return req, fmt.Errorf("name %s is not a valid Secret name: %s", quoteShort(it.Name), nameHint)
+	case !isValidName(req.Name):
+		return req, fmt.Errorf("name %s is not a valid Secret name: %s", quoteShort(req.Name), nameHint)
 	}
 
 	switch {
-	case it.Store != "":
-		ref, err := parseStoreRef(it.Store)
+	case store != "":
+		ref, err := parseStoreRef(store)
 		if err != nil {
 			return req, err
 		}
@@ -432,84 +386,66 @@ func (it secretItem) request(defaultStore *relay.StoreRef) (relay.SecretRequest,
 		return req, errNoStore
 	}
 
-	if len(it.Data) == 0 && len(it.DataFrom) == 0 {
+	if len(req.Data) == 0 && len(req.DataFrom) == 0 {
 		return req, errors.New("needs at least one data or dataFrom entry")
 	}
-	data, err := parseData(it.Data)
-	if err != nil {
+	if err := checkData(req.Data); err != nil {
 		return req, err
 	}
-	req.Data = data
-	dataFrom, err := parseDataFrom(it.DataFrom)
-	if err != nil {
+	if err := checkDataFrom(req.DataFrom); err != nil {
 		return req, err
 	}
-	req.DataFrom = dataFrom
-
-	if it.MountPath != "" {
-		if err := checkMountPath(it.MountPath); err != nil {
+	if req.MountPath != "" {
+		if err := checkMountPath(req.MountPath); err != nil {
 			return req, err
 		}
 	}
 	return req, nil
 }
 
-func parseData(entries []itemData) ([]relay.DataEntry, error) {
-	if len(entries) == 0 {
-		return nil, nil
-	}
-	out := make([]relay.DataEntry, 0, len(entries))
+func checkData(entries []relay.DataEntry) error {
 	seen := map[string]int{}
 	for i, d := range entries {
 		at := fmt.Sprintf("data[%d]", i)
 		switch {
 		case d.SecretKey == "":
-			return nil, fmt.Errorf("%s.secretKey is required", at)
+			return fmt.Errorf("%s.secretKey is required", at)
 		case !isValidKey(d.SecretKey):
-			return nil, fmt.Errorf("%s.secretKey %s is not a valid Secret key: %s", at, quoteShort(d.SecretKey), keyHint)
+			return fmt.Errorf("%s.secretKey %s is not a valid Secret key: %s", at, quoteShort(d.SecretKey), keyHint)
 		case d.RemoteRef.Key == "":
-			return nil, fmt.Errorf("%s.remoteRef.key is required", at)
+			return fmt.Errorf("%s.remoteRef.key is required", at)
 		case !isValidName(d.RemoteRef.Key):
-			return nil, fmt.Errorf("%s.remoteRef.key %s is not a valid Secret name: %s", at, quoteShort(d.RemoteRef.Key), nameHint)
+			return fmt.Errorf("%s.remoteRef.key %s is not a valid Secret name: %s", at, quoteShort(d.RemoteRef.Key), nameHint)
 		case d.RemoteRef.Property != "" && !isValidKey(d.RemoteRef.Property):
-			return nil, fmt.Errorf("%s.remoteRef.property %s is not a valid Secret key: %s", at, quoteShort(d.RemoteRef.Property), keyHint)
+			return fmt.Errorf("%s.remoteRef.property %s is not a valid Secret key: %s", at, quoteShort(d.RemoteRef.Property), keyHint)
 		}
 		if j, ok := seen[d.SecretKey]; ok {
-			return nil, fmt.Errorf("%s.secretKey %s is already used by data[%d]", at, quoteShort(d.SecretKey), j)
+			return fmt.Errorf("%s.secretKey %s is already used by data[%d]", at, quoteShort(d.SecretKey), j)
 		}
 		seen[d.SecretKey] = i
-		out = append(out, relay.DataEntry{
-			SecretKey: d.SecretKey,
-			RemoteRef: relay.RemoteRef{Key: d.RemoteRef.Key, Property: d.RemoteRef.Property},
-		})
 	}
-	return out, nil
+	return nil
 }
 
-// parseDataFrom refuses the same remote Secret twice: both entries would yield the same
-// keys. Keys that a dataFrom entry shares with data entries or with another remote
-// Secret are only known upstream, when the plan is made.
-func parseDataFrom(entries []itemDataFrom) ([]relay.DataFromEntry, error) {
-	if len(entries) == 0 {
-		return nil, nil
-	}
-	out := make([]relay.DataFromEntry, 0, len(entries))
+// checkDataFrom refuses the same remote Secret twice: both entries would yield the
+// same keys. Keys that a dataFrom entry shares with data entries or with another
+// remote Secret are only known upstream, when the plan is made.
+func checkDataFrom(entries []relay.DataFromEntry) error {
 	seen := map[string]int{}
 	for i, d := range entries {
 		at := fmt.Sprintf("dataFrom[%d]", i)
 		switch key := d.Extract.Key; {
 		case key == "":
-			return nil, fmt.Errorf("%s.extract.key is required", at)
+			return fmt.Errorf("%s.extract.key is required", at)
 		case !isValidName(key):
-			return nil, fmt.Errorf("%s.extract.key %s is not a valid Secret name: %s", at, quoteShort(key), nameHint)
+			return fmt.Errorf("%s.extract.key %s is not a valid Secret name: %s", at, quoteShort(key), nameHint)
 		}
 		if j, ok := seen[d.Extract.Key]; ok {
-			return nil, fmt.Errorf("%s.extract.key %s is already used by dataFrom[%d]", at, quoteShort(d.Extract.Key), j)
+			return fmt.Errorf("%s.extract.key %s is already used by dataFrom[%d]", at, quoteShort(d.Extract.Key), j)
 		}
 		seen[d.Extract.Key] = i
-		out = append(out, relay.DataFromEntry{Extract: relay.RemoteRef{Key: d.Extract.Key}})
 	}
-	return out, nil
+	return nil
 }
 
 // checkMountPath accepts a clean absolute path other than "/". A colon is refused as
@@ -533,35 +469,3 @@ func isValidName(s string) bool { return len(validation.IsDNS1123Subdomain(s)) =
 
 // isValidKey reports whether s is a valid key of a Secret's data.
 func isValidKey(s string) bool { return len(validation.IsConfigMapKey(s)) == 0 }
-
-// quoteShort quotes a user-supplied token for a message, cut so that the quoted text
-// stays within maxEcho bytes. It cuts between runes, never inside an escape.
-func quoteShort(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		_, size := utf8.DecodeRuneInString(s[i:])
-		escaped := strconv.Quote(s[i : i+size])
-		escaped = escaped[1 : len(escaped)-1]
-		if b.Len()+len(escaped) > maxEcho {
-			return `"` + b.String() + `"...`
-		}
-		b.WriteString(escaped)
-		i += size
-	}
-	return `"` + b.String() + `"`
-}
-
-// briefError makes a library's error message fit in a denial: one line, at most 160 bytes.
-// Parser messages can quote pieces of the input.
-func briefError(err error) string {
-	const limit = 160
-	msg := strings.Join(strings.Fields(err.Error()), " ")
-	if len(msg) <= limit {
-		return msg
-	}
-	cut := limit
-	for cut > 0 && !utf8.RuneStart(msg[cut]) {
-		cut--
-	}
-	return msg[:cut] + "..."
-}
