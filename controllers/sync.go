@@ -62,8 +62,6 @@ type SyncController struct {
 	leader atomic.Bool
 
 	mu sync.Mutex
-	// refs maps "store key\x00remote name" to the local copies (namespace/name) that read it.
-	refs map[string]map[string]bool
 	// seen holds, per local copy, when the earliest unsynced upstream change arrived.
 	seen map[string]time.Time
 	// warned holds, per local copy, the Warning event last written on it, so that
@@ -72,9 +70,14 @@ type SyncController struct {
 	primed atomic.Bool
 }
 
-// storeIndex indexes managed copies by the store their source names, so that a
-// change to a store reaches every copy it feeds.
-const storeIndex = "secret-relay.io/store"
+// The indexes of managed copies: by the store their source names, so that a change
+// to a store reaches every copy it feeds, and by store and remote Secret, so that an
+// upstream change reaches every copy that reads it. Both come from a copy's source,
+// whether or not its namespace may use the store: the sync decides that.
+const (
+	storeIndex  = "secret-relay.io/store"
+	remoteIndex = "secret-relay.io/remote"
+)
 
 // NewSyncController wires the controller to the local and upstream caches. It must
 // be called before the managed Secrets cache runs: it adds indexes to it.
@@ -91,12 +94,21 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 	c := &SyncController{
 		cfg:    cfg,
 		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		refs:   map[string]map[string]bool{},
 		seen:   map[string]time.Time{},
 		warned: map[string]string{},
 	}
 	inf := cfg.Local.Informer()
-	if err := inf.AddIndexers(cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc, storeIndex: indexByStore}); err != nil {
+	if err := inf.AddIndexers(cache.Indexers{
+		cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
+		storeIndex:           indexBySource(func(store string, _ relay.SecretRequest) []string { return []string{store} }),
+		remoteIndex: indexBySource(func(store string, req relay.SecretRequest) []string {
+			keys := req.RemoteKeys()
+			for i, name := range keys {
+				keys[i] = store + "\x00" + name
+			}
+			return keys
+		}),
+	}); err != nil {
 		return nil, fmt.Errorf("could not index managed Secrets: %w", err)
 	}
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -111,18 +123,21 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 	return c, nil
 }
 
-// indexByStore is the store index of a copy: the store its source names, as seen
-// from the copy's namespace.
-func indexByStore(obj any) ([]string, error) {
-	s, ok := obj.(*corev1.Secret)
-	if !ok {
-		return nil, nil
+// indexBySource makes an index function of keys, which is given the copy's store (as
+// storeIndexKey names it) and what its source asks for.
+func indexBySource(keys func(store string, req relay.SecretRequest) []string) cache.IndexFunc {
+	return func(obj any) ([]string, error) {
+		s, ok := obj.(*corev1.Secret)
+		if !ok {
+			return nil, nil
+		}
+		src, err := relay.ParseSource(s.Annotations[relay.AnnotationSource])
+		if err != nil {
+			return nil, nil // unreadable: no store feeds it; sync reports it
+		}
+		req := relay.SecretRequest{Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
+		return keys(storeIndexKey(src.Store.Kind, s.Namespace, src.Store.Name), req), nil
 	}
-	src, err := relay.ParseSource(s.Annotations[relay.AnnotationSource])
-	if err != nil {
-		return nil, nil // unreadable: no store feeds it; sync reports it
-	}
-	return []string{storeIndexKey(src.Store.Kind, s.Namespace, src.Store.Name)}, nil
 }
 
 func storeIndexKey(kind relay.StoreKind, copyNamespace, name string) string {
@@ -232,28 +247,29 @@ func (c *SyncController) forgetLocal(obj any) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.untrackLocked(key)
 	delete(c.seen, key)
 	delete(c.warned, key)
 }
 
 // upstreamChanged queues every local copy that reads the changed upstream Secret.
 func (c *SyncController) upstreamChanged(ev remote.SecretEvent) {
+	store := storeIndexKey(ev.Store.Kind, ev.Store.Namespace, ev.Store.Name)
+	keys, err := c.cfg.Local.Informer().GetIndexer().IndexKeys(remoteIndex, store+"\x00"+ev.Name)
+	if err != nil {
+		c.cfg.Logger.Error("could not look up copies", zap.String("index", remoteIndex), zap.Error(err))
+		return
+	}
 	c.mu.Lock()
-	locals := make([]string, 0, len(c.refs[refIndex(ev.Store, ev.Name)]))
-	for key := range c.refs[refIndex(ev.Store, ev.Name)] {
-		locals = append(locals, key)
+	for _, key := range keys {
 		if _, ok := c.seen[key]; !ok {
 			c.seen[key] = ev.Seen
 		}
 	}
 	c.mu.Unlock()
-	for _, key := range locals {
+	for _, key := range keys {
 		c.queue.Add(key)
 	}
 }
-
-func refIndex(store, name string) string { return store + "\x00" + name }
 
 func (c *SyncController) processNext(ctx context.Context) bool {
 	key, quit := c.queue.Get()
@@ -302,14 +318,12 @@ func (c *SyncController) prepare(ctx context.Context, local *corev1.Secret) (*co
 			req := relay.SecretRequest{Name: local.Name, Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
 			names := req.RemoteKeys()
 			up.Want(names...)
-			c.track(grant.Store().String(), names, key)
 			return &copyPlan{req: req, store: grant.Store(), upstream: up}, nil, nil
 		}
 	}
 	if !remote.Refused(err) {
 		return nil, nil, err
 	}
-	c.untrack(key)
 	c.clearSeen(key)
 	reason := "AccessDenied"
 	if errors.Is(err, relay.ErrStoreMisconfigured) {
@@ -403,35 +417,6 @@ func (c *SyncController) healthy(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.warned, key)
-}
-
-// track records that local copy key reads names through store.
-func (c *SyncController) track(store string, names []string, key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, n := range names {
-		idx := refIndex(store, n)
-		if c.refs[idx] == nil {
-			c.refs[idx] = map[string]bool{}
-		}
-		c.refs[idx][key] = true
-	}
-}
-
-// untrack forgets what local copy key reads: no upstream change reaches it.
-func (c *SyncController) untrack(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.untrackLocked(key)
-}
-
-func (c *SyncController) untrackLocked(key string) {
-	for idx, locals := range c.refs {
-		delete(locals, key)
-		if len(locals) == 0 {
-			delete(c.refs, idx)
-		}
-	}
 }
 
 // clearSeen forgets when the change being written arrived, and returns it (now

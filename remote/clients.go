@@ -128,7 +128,9 @@ type Upstreams struct {
 	clients *Clients
 	metrics *Metrics
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// ctx is what caches run under: they start on demand, from admissions and syncs
+	// whose own contexts end with the request.
 	ctx      context.Context
 	onEvent  func(SecretEvent)
 	onHealth func(*Store)

@@ -22,8 +22,8 @@ import (
 // SecretEvent tells the sync controller that an upstream Secret that some local copy
 // needs has changed or gone.
 type SecretEvent struct {
-	// Store is the store's key, as Store.String renders it.
-	Store string
+	// Store is the store whose cache saw the change.
+	Store *Store
 	// Name is the upstream Secret's name.
 	Name string
 	// Deleted is true when the Secret is gone upstream.
@@ -284,6 +284,9 @@ func CheckAccess(ctx context.Context, client kubernetes.Interface, namespace, ve
 
 // transform keeps a wanted Secret's data aside and gives the informer only the
 // Secret's metadata to store. It is idempotent: metadata passes through as it is.
+// A transform with a side map, rather than a metadata informer and reads, because the
+// watch already carries the data: a read per change would double the upstream
+// requests and the lag.
 func (c *Cache) transform(obj any) (any, error) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
@@ -339,7 +342,7 @@ func (c *Cache) changed(obj any, deleted bool) {
 	}
 	c.mu.Unlock()
 	if wanted && c.onEvent != nil {
-		c.onEvent(SecretEvent{Store: c.store, Name: s.Name, Deleted: deleted, Seen: time.Now()})
+		c.onEvent(SecretEvent{Store: c.of, Name: s.Name, Deleted: deleted, Seen: time.Now()})
 	}
 }
 

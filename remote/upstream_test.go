@@ -83,7 +83,8 @@ func TestUpstreamCache(t *testing.T) {
 		for {
 			select {
 			case ev := <-events:
-				assert.Equal(t, SecretEvent{Store: "SecretStore default/s", Name: "db", Seen: ev.Seen}, ev)
+				assert.Equal(t, SecretEvent{Store: testStoreS, Name: "db", Seen: ev.Seen}, ev)
+				assert.Equal(t, "SecretStore default/s", ev.Store.String())
 				if s, _ := c.Get(context.Background(), "db"); s != nil && string(s.Data["k"]) == "v2" {
 					return
 				}
