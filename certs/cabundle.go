@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"os"
 	"sync/atomic"
 	"time"
@@ -78,6 +77,3 @@ func (b *CABundle) Pool() *x509.CertPool {
 	}
 	return x509.NewCertPool()
 }
-
-// String names the bundle for logs.
-func (b *CABundle) String() string { return fmt.Sprintf("client CA bundle %s", b.path) }

@@ -16,16 +16,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/certs/certstest"
 )
 
 func TestCABundleRequiresClientCertificates(t *testing.T) {
-	serverCA, err := certs.NewCA("server-ca")
+	serverCA, err := certstest.NewCA("server-ca")
 	require.NoError(t, err)
 	serving, err := serverCA.ServingCert("127.0.0.1")
 	require.NoError(t, err)
-	clientCA, err := certs.NewCA("client-ca")
+	clientCA, err := certstest.NewCA("client-ca")
 	require.NoError(t, err)
-	nextCA, err := certs.NewCA("next-client-ca")
+	nextCA, err := certstest.NewCA("next-client-ca")
 	require.NoError(t, err)
 	client, err := clientCA.ClientCert("kube-apiserver")
 	require.NoError(t, err)
@@ -55,7 +56,7 @@ func TestCABundleRequiresClientCertificates(t *testing.T) {
 
 	roots := x509.NewCertPool()
 	require.True(t, roots.AppendCertsFromPEM(serverCA.CertPEM()))
-	get := func(cert *certs.KeyPair) error {
+	get := func(cert *certstest.KeyPair) error {
 		cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		if cert != nil {
 			pair, err := tls.X509KeyPair(cert.CertPEM, cert.KeyPEM)

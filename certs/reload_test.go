@@ -13,10 +13,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/certs/certstest"
 )
 
 func TestReloaderPicksUpARotatedCertificate(t *testing.T) {
-	ca, err := certs.NewCA("test-ca")
+	ca, err := certstest.NewCA("test-ca")
 	require.NoError(t, err)
 	first, err := ca.ServingCert("127.0.0.1")
 	require.NoError(t, err)
@@ -25,7 +26,7 @@ func TestReloaderPicksUpARotatedCertificate(t *testing.T) {
 
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	write := func(kp certs.KeyPair) {
+	write := func(kp certstest.KeyPair) {
 		require.NoError(t, os.WriteFile(keyFile, kp.KeyPEM, 0o600))
 		require.NoError(t, os.WriteFile(certFile, kp.CertPEM, 0o600))
 	}

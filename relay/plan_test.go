@@ -444,7 +444,7 @@ func TestPlanSecret(t *testing.T) {
 			got, err := relay.PlanSecret("prod", test.req, remote, testSyncedAt, testTokens)
 			if test.expErr != "" {
 				require.Error(t, err)
-				assert.True(webhook.IsDeny(err), "a bad reference is a denial, not a fault")
+				assert.True(relay.AsError(err) != nil, "a bad reference is a denial, not a fault")
 				assert.Equal(webhook.DenyPrefix+test.expErr, webhook.DenyPrefix+webhook.Describe(err))
 				for _, value := range []string{"peter", "asdf1234", "paul", "CERT", "KEY", "eyJhbGciOi"} {
 					assert.NotContains(err.Error(), value, "a denial must never hold a secret value")
@@ -601,7 +601,7 @@ func TestCheckExisting(t *testing.T) {
 			assert.Equal(before, test.existing, "relay.CheckExisting must not change the Secret it checks")
 			if test.expErr != "" {
 				require.Error(t, err)
-				assert.True(webhook.IsDeny(err))
+				assert.True(relay.AsError(err) != nil)
 				assert.Equal(webhook.DenyPrefix+test.expErr, webhook.DenyPrefix+webhook.Describe(err))
 				assert.False(write)
 				for _, value := range []string{"peter", "asdf1234", "root"} {

@@ -86,7 +86,7 @@ func TestAuthorize(t *testing.T) {
 			assert.Nil(t, g)
 			assert.ErrorIs(t, err, test.expCause)
 			assert.True(t, Refused(err))
-			assert.True(t, webhook.IsDeny(err), "a refusal is a denial the user reads")
+			assert.True(t, relay.AsError(err) != nil, "a refusal is a denial the user reads")
 			if test.expMsg != "" {
 				assert.Equal(t, test.expMsg, webhook.DenyPrefix+webhook.Describe(err))
 			}
@@ -100,7 +100,7 @@ func TestAuthorize(t *testing.T) {
 		_, err := authz.Authorize(context.Background(), "team-a", secretStore("own"))
 		require.Error(t, err)
 		assert.False(t, Refused(err), "a sync retries it instead of giving up on the copy")
-		assert.False(t, webhook.IsDeny(err))
+		assert.False(t, relay.AsError(err) != nil)
 	})
 
 	t.Run("A change of conditions should apply to the next decision.", func(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
-	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/certs/certstest"
 	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/remote"
 )
@@ -28,12 +28,12 @@ const (
 // testPKI is one CA and a client certificate it issued, shared by the tests.
 type testPKI struct {
 	caPEM            []byte
-	client, stranger certs.KeyPair
+	client, stranger certstest.KeyPair
 }
 
 func newTestPKI(t *testing.T) testPKI {
 	t.Helper()
-	ca, err := certs.NewCA("upstream-ca")
+	ca, err := certstest.NewCA("upstream-ca")
 	require.NoError(t, err)
 	client, err := ca.ClientCert("secret-relay")
 	require.NoError(t, err)

@@ -37,16 +37,8 @@ const (
 // errNoStore is the error for an item that names no store on a pod that names none.
 var errNoStore = fmt.Errorf("no store: set store on the item or annotate the pod with %s", relay.AnnotationStore)
 
-// ParseStoreRef parses "NAME", "SecretStore/NAME" or "ClusterSecretStore/NAME". A bare
-// NAME is a SecretStore. Any error is a *DenyError.
-func ParseStoreRef(s string) (relay.StoreRef, error) {
-	ref, err := parseStoreRef(s)
-	if err != nil {
-		return relay.StoreRef{}, Denyf("%v", err)
-	}
-	return ref, nil
-}
-
+// parseStoreRef parses "NAME", "SecretStore/NAME" or "ClusterSecretStore/NAME". A bare
+// NAME is a SecretStore.
 func parseStoreRef(s string) (relay.StoreRef, error) {
 	if s == "" {
 		return relay.StoreRef{}, errors.New("the store reference is empty")

@@ -25,10 +25,3 @@ func Denyf(format string, args ...any) *DenyError {
 
 // Error returns the message with its "secret-relay: " prefix.
 func (e *DenyError) Error() string { return DenyPrefix + e.msg }
-
-// IsDeny reports whether err is a denial, a DenyError or a relay.Error, rather than
-// a fault.
-func IsDeny(err error) bool {
-	_, ok := denial(err)
-	return ok
-}

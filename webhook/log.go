@@ -21,6 +21,8 @@ import (
 type KubewebhookLogger struct {
 	z *zap.Logger
 	// values are field sets, oldest first; ctx may hold more, set by SetValuesOnCtx.
+	// The logger keeps the ctx WithCtxValues gave it because kubewebhook's Logger
+	// interface binds a context once and logs without one.
 	values []map[string]any
 	ctx    context.Context
 }

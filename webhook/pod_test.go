@@ -357,7 +357,8 @@ func TestMutatePod(t *testing.T) {
 			err := MutatePod(pod, test.reqs, hashes)
 			if test.expErr != "" {
 				require.Error(t, err)
-				assert.Equal(test.expDen, IsDeny(err))
+				_, denied := denial(err)
+				assert.Equal(test.expDen, denied)
 				if test.expDen {
 					assert.Equal(DenyPrefix+test.expErr, err.Error())
 				} else {

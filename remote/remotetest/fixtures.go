@@ -23,7 +23,7 @@ import (
 
 	storesfake "github.com/secret-relay/secret-relay/api/client/clientset/versioned/fake"
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
-	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/certs/certstest"
 )
 
 // UpstreamURL is the address of the stores Store makes.
@@ -31,7 +31,7 @@ const UpstreamURL = "https://upstream.test:6443"
 
 // CA verifies the fake upstream, for ResolveEndpoint.
 var CA = func() []byte {
-	ca, err := certs.NewCA("fake-upstream")
+	ca, err := certstest.NewCA("fake-upstream")
 	if err != nil {
 		panic(err)
 	}

@@ -34,7 +34,7 @@ var forbidden = map[string][]string{
 }
 
 // testOnly are packages of this module that only tests may import.
-var testOnly = []string{"remote/remotetest"}
+var testOnly = []string{"remote/remotetest", "certs/certstest"}
 
 type pkg struct {
 	ImportPath string
@@ -77,7 +77,7 @@ func TestImportRules(t *testing.T) {
 			}
 			dep := rel(d)
 			for _, t2 := range testOnly {
-				assert.False(t, under(dep, t2), "%s depends on %s, which only tests may import", name, dep)
+				assert.False(t, under(dep, t2) && !slices.Contains(testOnly, name), "%s depends on %s, which only tests may import", name, dep)
 			}
 			for top, denied := range forbidden {
 				if !under(name, top) || slices.Contains(testOnly, name) {

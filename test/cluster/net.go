@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/certs/certstest"
 )
 
 // FreePort returns a loopback TCP port that was free a moment ago. Servers under test
@@ -24,8 +24,8 @@ func FreePort(t testing.TB) int {
 // ServingCert is a throwaway CA and a serving certificate for 127.0.0.1 and
 // localhost, written to a directory as tls.crt, tls.key and ca.crt.
 type ServingCert struct {
-	CA       *certs.CA
-	KeyPair  certs.KeyPair
+	CA       *certstest.CA
+	KeyPair  certstest.KeyPair
 	Dir      string
 	CertFile string
 	KeyFile  string
@@ -34,7 +34,7 @@ type ServingCert struct {
 // NewServingCert makes a CA and a 127.0.0.1 serving certificate in a test directory.
 func NewServingCert(t testing.TB) *ServingCert {
 	t.Helper()
-	ca, err := certs.NewCA("secret-relay-test-ca")
+	ca, err := certstest.NewCA("secret-relay-test-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func NewServingCert(t testing.TB) *ServingCert {
 }
 
 // Write replaces the certificate files, as cert-manager does on rotation.
-func (sc *ServingCert) Write(t testing.TB, kp certs.KeyPair) {
+func (sc *ServingCert) Write(t testing.TB, kp certstest.KeyPair) {
 	t.Helper()
 	must(t, os.WriteFile(sc.KeyFile, kp.KeyPEM, 0o600))
 	must(t, os.WriteFile(sc.CertFile, kp.CertPEM, 0o600))

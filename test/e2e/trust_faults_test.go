@@ -22,7 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/certs/certstest"
 	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
 )
@@ -241,7 +241,7 @@ func TestStoreValidation(t *testing.T) {
 // the TLS handshake.
 func TestClientCertificates(t *testing.T) {
 	dir := t.TempDir()
-	clientCA, err := certs.NewCA("apiserver-webhook-client-ca")
+	clientCA, err := certstest.NewCA("apiserver-webhook-client-ca")
 	require.NoError(t, err)
 	apiserverCert, err := clientCA.ClientCert("kube-apiserver-webhook-client")
 	require.NoError(t, err)
@@ -278,7 +278,7 @@ plugins:
 	w.Relay.Register(t, w.Down)
 	w.SeedStore(t, "default", "remote-k8s-store")
 
-	post := func(cert *certs.KeyPair) (*http.Response, error) {
+	post := func(cert *certstest.KeyPair) (*http.Response, error) {
 		cfg := &tls.Config{RootCAs: w.Relay.RootCAs(t), MinVersion: tls.VersionTLS12}
 		if cert != nil {
 			pair, err := tls.X509KeyPair(cert.CertPEM, cert.KeyPEM)
@@ -308,7 +308,7 @@ plugins:
 	})
 
 	t.Run("A review with a certificate from another CA should be refused at TLS.", func(t *testing.T) {
-		other, err := certs.NewCA("someone-else")
+		other, err := certstest.NewCA("someone-else")
 		require.NoError(t, err)
 		cert, err := other.ClientCert("kube-apiserver-webhook-client")
 		require.NoError(t, err)
@@ -327,7 +327,7 @@ plugins:
 	})
 
 	t.Run("A new CA file should be read without a restart.", func(t *testing.T) {
-		next, err := certs.NewCA("next-webhook-client-ca")
+		next, err := certstest.NewCA("next-webhook-client-ca")
 		require.NoError(t, err)
 		nextCert, err := next.ClientCert("kube-apiserver-webhook-client")
 		require.NoError(t, err)

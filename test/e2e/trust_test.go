@@ -26,7 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
-	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/certs/certstest"
 	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
 )
@@ -269,7 +269,7 @@ func TestTrust(t *testing.T) {
 		}
 
 		// Another CA: the upstream's certificate no longer verifies.
-		other, err := certs.NewCA("not-the-upstream")
+		other, err := certstest.NewCA("not-the-upstream")
 		require.NoError(t, err)
 		configMaps := w.Down.Client.CoreV1().ConfigMaps(ns)
 		setCA := func(pem []byte) {

@@ -1,4 +1,4 @@
-package certs
+package certstest
 
 import (
 	"crypto/ecdsa"

@@ -1,4 +1,4 @@
-package certs_test
+package certstest_test
 
 import (
 	"crypto/tls"
@@ -11,11 +11,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/secret-relay/secret-relay/certs"
+	"github.com/secret-relay/secret-relay/certs/certstest"
 )
 
 func TestServingCertVerifiesAgainstItsCA(t *testing.T) {
-	ca, err := certs.NewCA("test-ca")
+	ca, err := certstest.NewCA("test-ca")
 	require.NoError(t, err)
 	kp, err := ca.ServingCert("127.0.0.1", "localhost")
 	require.NoError(t, err)
@@ -42,7 +42,7 @@ func TestServingCertVerifiesAgainstItsCA(t *testing.T) {
 }
 
 func TestClientCertCarriesUserAndGroups(t *testing.T) {
-	ca, err := certs.NewCA("test-ca")
+	ca, err := certstest.NewCA("test-ca")
 	require.NoError(t, err)
 	kp, err := ca.ClientCert("relay-user", "relay-group")
 	require.NoError(t, err)
