@@ -162,16 +162,25 @@ func (t *KeyedTokens) Run(ctx context.Context) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", TokenKeySecret).String()
 	})
 	inf := cache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, cache.Indexers{})
+	rewrite := func() {
+		if err := t.load(ctx); err != nil {
+			t.logger.Warn("could not write the token key again", zap.String("secret", TokenKeySecret), zap.Error(err))
+		}
+	}
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { t.adopt(obj) },
 		UpdateFunc: func(_, obj any) { t.adopt(obj) },
-		DeleteFunc: func(any) {
-			if err := t.load(ctx); err != nil {
-				t.logger.Warn("could not write the token key again", zap.String("secret", TokenKeySecret), zap.Error(err))
-			}
-		},
+		DeleteFunc: func(any) { rewrite() },
 	})
-	inf.RunWithContext(ctx)
+	go inf.RunWithContext(ctx)
+	// A Secret deleted between the load and the first list is never announced as
+	// deleted: the list simply lacks it.
+	if cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		if _, ok, _ := inf.GetStore().GetByKey(t.namespace + "/" + TokenKeySecret); !ok {
+			rewrite()
+		}
+	}
+	<-ctx.Done()
 }
 
 // load reads the key from its Secret, or creates the Secret with the key in hand (a

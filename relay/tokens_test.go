@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bytes"
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +12,10 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/secret-relay/secret-relay/relay"
 )
@@ -22,6 +26,19 @@ func runTokens(t *testing.T, kube *fake.Clientset, changed func()) *relay.KeyedT
 	go k.Run(t.Context())
 	require.Eventually(t, k.Loaded, 5*time.Second, 10*time.Millisecond)
 	return k
+}
+
+// watching returns a channel closed once the first watch of Secrets is open: a fake
+// clientset, unlike an API server, loses what happens between a list and its watch.
+func watching(kube *fake.Clientset) <-chan struct{} {
+	open := make(chan struct{})
+	var once sync.Once
+	kube.PrependWatchReactor("secrets", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		w, err := kube.Tracker().Watch(a.GetResource(), a.GetNamespace(), a.(k8stesting.WatchActionImpl).ListOptions)
+		once.Do(func() { close(open) })
+		return true, w, err
+	})
+	return open
 }
 
 func keySecret(t *testing.T, kube *fake.Clientset) *corev1.Secret {
@@ -48,8 +65,10 @@ func TestKeyedTokens(t *testing.T) {
 
 	t.Run("A deleted key should be written again with the key in hand.", func(t *testing.T) {
 		kube := fake.NewClientset()
+		open := watching(kube)
 		k := runTokens(t, kube, nil)
 		before := k.Token(data)
+		<-open
 		require.NoError(t, kube.CoreV1().Secrets("secret-relay").Delete(context.Background(), relay.TokenKeySecret, metav1.DeleteOptions{}))
 		require.Eventually(t, func() bool {
 			_, err := kube.CoreV1().Secrets("secret-relay").Get(context.Background(), relay.TokenKeySecret, metav1.GetOptions{})
@@ -60,11 +79,34 @@ func TestKeyedTokens(t *testing.T) {
 		assert.Equal(t, before, again.Token(data), "a restarted replica reads the same key")
 	})
 
+	t.Run("A key deleted before the watch began should be written again.", func(t *testing.T) {
+		kube := fake.NewClientset()
+		var once atomic.Bool
+		// The Secret goes between the first load and the watch's first list: the
+		// list finds nothing, so no deletion is ever delivered.
+		kube.PrependReactor("list", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			if once.CompareAndSwap(false, true) {
+				require.NoError(t, kube.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("secrets"), "secret-relay", relay.TokenKeySecret))
+			}
+			return false, nil, nil
+		})
+		k := runTokens(t, kube, nil)
+		before := k.Token(data)
+		require.Eventually(t, once.Load, 5*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool {
+			_, err := kube.CoreV1().Secrets("secret-relay").Get(context.Background(), relay.TokenKeySecret, metav1.GetOptions{})
+			return err == nil
+		}, 5*time.Second, 10*time.Millisecond, "another replica would otherwise make a key of its own")
+		assert.Equal(t, before, runTokens(t, kube, nil).Token(data))
+	})
+
 	t.Run("A replaced key should be adopted, and copies re-annotated.", func(t *testing.T) {
 		kube := fake.NewClientset()
 		var changes atomic.Int32
+		open := watching(kube)
 		k := runTokens(t, kube, func() { changes.Add(1) })
 		before := k.Token(data)
+		<-open
 		s := keySecret(t, kube)
 		s.Data["key"] = bytes.Repeat([]byte("n"), 32)
 		_, err := kube.CoreV1().Secrets("secret-relay").Update(context.Background(), s, metav1.UpdateOptions{})
@@ -75,8 +117,10 @@ func TestKeyedTokens(t *testing.T) {
 
 	t.Run("An unusable key should be ignored, keeping the key in hand.", func(t *testing.T) {
 		kube := fake.NewClientset()
+		open := watching(kube)
 		k := runTokens(t, kube, nil)
 		before := k.Token(data)
+		<-open
 		s := keySecret(t, kube)
 		s.Data["key"] = []byte("short")
 		_, err := kube.CoreV1().Secrets("secret-relay").Update(context.Background(), s, metav1.UpdateOptions{})
