@@ -38,6 +38,7 @@ type harness struct {
 	upstreams *remote.Upstreams
 	recorder  *record.FakeRecorder
 	tokens    relay.TokenKey
+	metrics   *Metrics
 	ctx       context.Context
 }
 

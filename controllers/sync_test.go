@@ -4,14 +4,23 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
@@ -25,6 +34,7 @@ func (h *harness) startSync(leader bool) *SyncController {
 	h.t.Helper()
 	c, err := NewSyncController(SyncConfig{
 		Local: h.local, Stores: h.stores, Authorizer: h.authz, Upstreams: h.upstreams, Tokens: h.tokens, Recorder: h.recorder, Describe: describe,
+		Metrics: h.metrics,
 	})
 	require.NoError(h.t, err)
 	h.start()
@@ -163,5 +173,114 @@ func TestSyncController(t *testing.T) {
 		assert.Empty(t, h.events())
 		assert.Equal(t, "peter", h.copyValue("team-a", "creds", "username"))
 		assert.Zero(t, h.writes("team-a", "creds"))
+	})
+}
+
+func TestSyncControllerProblems(t *testing.T) {
+	peter := []runtime.Object{remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "peter"})}
+	teamA := func(h *harness, extra ...runtime.Object) {
+		for _, obj := range append([]runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a")}, extra...) {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+	}
+
+	t.Run("An upstream change should reach the copy, counted with the lag since the watch saw it.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, peter)
+		teamA(h, h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, ""))
+		reg := prometheus.NewRegistry()
+		h.metrics = NewMetrics(reg, h.stores)
+		h.startSync(true)
+		require.Eventually(t, func() bool { return testutil.ToFloat64(h.metrics.syncs.WithLabelValues("unchanged")) == 1 }, 5*time.Second, 10*time.Millisecond,
+			"checked once at start, and in step")
+
+		changed := remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "paul"})
+		changed.ResourceVersion = "2" // the fake clientset keeps versions as given
+		_, err := h.up.CoreV1().Secrets("default").Update(context.Background(), changed, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return h.copyValue("team-a", "creds", "username") == "paul" }, 5*time.Second, 10*time.Millisecond)
+		assert.Eventually(t, func() bool { return testutil.ToFloat64(h.metrics.syncs.WithLabelValues("updated")) == 1 }, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, 1, testutil.CollectAndCount(h.metrics.syncLag), "one lag observed")
+		assert.Empty(t, h.events())
+	})
+
+	t.Run("A copy whose source annotation is unreadable should be told once and left as it is.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, peter)
+		broken := h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")
+		broken.Annotations[relay.AnnotationSource] = "{not json"
+		teamA(h, broken)
+		c := h.startSync(true)
+		require.Eventually(t, func() bool { return len(h.recorder.Events) > 0 }, 5*time.Second, 10*time.Millisecond)
+		c.StoreChanged(&remote.Store{Kind: v1alpha1.SecretStoreKind, Namespace: "team-a", Name: "own"})
+		c.NamespaceChanged("team-a")
+		time.Sleep(200 * time.Millisecond)
+		assert.Equal(t, []string{"Warning SourceUnreadable its secret-relay.io/source annotation is unreadable; the copy is left as it is"}, h.events())
+		assert.Equal(t, "stale", h.copyValue("team-a", "creds", "username"))
+		assert.Zero(t, h.writes("team-a", "creds"))
+	})
+
+	t.Run("An upstream change admission would refuse should keep the copy and say why.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{remotetest.UpstreamSecret("user-credentials", map[string]string{"login": "peter"})})
+		teamA(h, h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, ""))
+		h.startSync(true)
+		require.Eventually(t, func() bool { return len(h.recorder.Events) > 0 }, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, []string{`Warning SyncFailed remote Secret "user-credentials" has no key "username"; keeping the last copy`}, h.events())
+		assert.Equal(t, "peter", h.copyValue("team-a", "creds", "username"))
+		assert.Zero(t, h.writes("team-a", "creds"))
+	})
+
+	t.Run("A store that cannot be used should be named in the event, and the copy kept.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, peter)
+		// The store's token Secret is missing.
+		require.NoError(t, h.down.Tracker().Add(remotetest.Namespace("team-a", nil)))
+		require.NoError(t, h.down.Tracker().Add(h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")))
+		h.startSync(true)
+		require.Eventually(t, func() bool { return len(h.recorder.Events) > 0 }, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, []string{"Warning StoreMisconfigured store SecretStore/own is misconfigured: Secret team-a/token not found; " +
+			"the copy keeps its data and is no longer refreshed"}, h.events())
+		assert.Equal(t, "stale", h.copyValue("team-a", "creds", "username"))
+	})
+
+	t.Run("A refused write should be told without values, and retried.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, peter)
+		teamA(h, h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, ""))
+		var updates atomic.Int32
+		h.down.PrependReactor("update", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			updates.Add(1)
+			return true, nil, apierrors.NewForbidden(corev1.Resource("secrets"), "creds", errors.New(`policy: username "peter" is not allowed`))
+		})
+		h.startSync(true)
+		require.Eventually(t, func() bool { return updates.Load() >= 3 }, 5*time.Second, 10*time.Millisecond, "retried with backoff")
+		events := h.events()
+		assert.Equal(t, []string{"Warning SyncFailed could not write the copy: the downstream API server refused it (Forbidden); keeping the last copy and retrying"}, events,
+			"one event for one problem, without the value the API server quoted")
+		assert.Equal(t, "stale", h.copyValue("team-a", "creds", "username"))
+	})
+
+	t.Run("A namespace whose labels change should have its copies checked again.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, peter)
+		ns := remotetest.Namespace("team-b", map[string]string{"relay": "allowed"})
+		for _, obj := range []runtime.Object{ns, remotetest.TokenSecret("store-config"), h.managedCopy("team-b", "creds", labelled, map[string]string{"username": "peter"}, "")} {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+		namespaces := informers.NewSharedInformerFactory(h.down, 0).Core().V1().Namespaces().Informer()
+		c, err := NewSyncController(SyncConfig{
+			Local: h.local, Stores: h.stores, Authorizer: h.authz, Upstreams: h.upstreams, Tokens: h.tokens, Recorder: h.recorder, Describe: describe,
+			WaitFor: []cache.InformerSynced{namespaces.HasSynced},
+		})
+		require.NoError(t, err)
+		require.NoError(t, c.WatchNamespaces(namespaces))
+		go namespaces.RunWithContext(h.ctx)
+		h.start()
+		c.SetLeader(true)
+		go func() { _ = c.Run(h.ctx) }()
+		require.Eventually(t, c.Primed, 5*time.Second, 10*time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
+		require.Empty(t, h.events())
+
+		ns.Labels = map[string]string{"relay": "denied"}
+		_, err = h.down.CoreV1().Namespaces().Update(context.Background(), ns, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return len(h.recorder.Events) > 0 }, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, []string{`Warning AccessDenied namespace "team-b" may not use store ClusterSecretStore/labelled; the copy keeps its data and is no longer refreshed`}, h.events())
 	})
 }

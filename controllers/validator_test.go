@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
+	"github.com/secret-relay/secret-relay/remote"
 	"github.com/secret-relay/secret-relay/remote/remotetest"
 )
 
@@ -161,4 +163,87 @@ func TestSpecChanged(t *testing.T) {
 	assert.True(t, specChanged(obj(1, "5"), obj(2, "6")), "a new generation is a spec change")
 	assert.True(t, specChanged(obj(1, "5"), obj(1, "5")), "a resync is due for validation")
 	assert.False(t, specChanged(obj(1, "5"), obj(1, "6")), "a status write is not")
+}
+
+func TestStoreValidatorCases(t *testing.T) {
+	t.Run("A ClusterSecretStore whose credentials may read and write should be Valid and ReadWrite, with a Normal event.", func(t *testing.T) {
+		h := newHarness(t, []runtime.Object{remotetest.Store(t, v1alpha1.ClusterSecretStoreKind, "", "shared", "[{namespaces: [team-a]}]")},
+			[]runtime.Object{remotetest.Namespace("store-config", nil), remotetest.TokenSecret("store-config")}, nil)
+		h.start()
+		h.access.Allow("create", true)
+		end := runTerm(h.validator())
+		defer end()
+		var got *v1alpha1.ClusterSecretStore
+		require.Eventually(t, func() bool {
+			s, err := h.storesAPI.SecretRelayV1alpha1().ClusterSecretStores().Get(context.Background(), "shared", metav1.GetOptions{})
+			got = s
+			return err == nil && meta.IsStatusConditionTrue(s.Status.Conditions, v1alpha1.ConditionReady)
+		}, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, v1alpha1.CapabilitiesReadWrite, got.Status.Capabilities)
+		assert.Equal(t, []string{"Normal Valid store validated"}, h.events())
+	})
+
+	t.Run("A misconfigured store should say what is wrong without asking upstream, and be Valid once fixed.", func(t *testing.T) {
+		h := newHarness(t, []runtime.Object{remotetest.Store(t, v1alpha1.SecretStoreKind, "team-a", "own", "")},
+			[]runtime.Object{remotetest.Namespace("team-a", nil)}, nil)
+		h.start()
+		v := h.validator()
+		end := runTerm(v)
+		defer end()
+		require.Eventually(t, func() bool { _, r, _ := h.readyCondition("own"); return r == v1alpha1.ReasonInvalidStoreConfiguration }, 5*time.Second, 10*time.Millisecond)
+		_, _, msg := h.readyCondition("own")
+		assert.Equal(t, "Secret team-a/token not found", msg)
+		assert.Equal(t, []string{"Warning InvalidStoreConfiguration Secret team-a/token not found"}, h.events())
+		time.Sleep(1500 * time.Millisecond)
+		assert.Empty(t, h.up.Actions(), "nothing asked upstream")
+		assert.Equal(t, 1, h.statusWrites("own"), "a configuration error is not retried: the fix is an edit, which is an event")
+
+		_, err := h.down.CoreV1().Secrets("team-a").Create(context.Background(), remotetest.TokenSecret("team-a"), metav1.CreateOptions{})
+		require.NoError(t, err)
+		store, err := h.stores.Get(context.Background(), "team-a", ownStore)
+		require.NoError(t, err)
+		v.Revalidate(store)
+		assert.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
+	})
+
+	t.Run("A new generation should be validated again and observed.", func(t *testing.T) {
+		h := validatorWorld(t)
+		end := runTerm(h.validator())
+		defer end()
+		stores := h.storesAPI.SecretRelayV1alpha1().SecretStores("team-a")
+		require.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
+		s, err := stores.Get(context.Background(), "own", metav1.GetOptions{})
+		require.NoError(t, err)
+		s.Generation = 2
+		s.Spec.Provider.Kubernetes.RemoteNamespace = "elsewhere"
+		_, err = stores.Update(context.Background(), s, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		assert.Eventually(t, func() bool {
+			s, err := stores.Get(context.Background(), "own", metav1.GetOptions{})
+			c := meta.FindStatusCondition(s.Status.Conditions, v1alpha1.ConditionReady)
+			return err == nil && c != nil && c.ObservedGeneration == 2
+		}, 5*time.Second, 10*time.Millisecond)
+	})
+
+	t.Run("A status write that fails should be retried; a store gone meanwhile should be let go.", func(t *testing.T) {
+		h := validatorWorld(t)
+		var fails atomic.Int32
+		fails.Store(2)
+		h.storesAPI.PrependReactor("update", "secretstores", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if a.GetSubresource() == "status" && fails.Add(-1) >= 0 {
+				return true, nil, apierrors.NewServiceUnavailable("etcd leader changed")
+			}
+			return false, nil, nil
+		})
+		v := h.validator()
+		end := runTerm(v)
+		defer end()
+		assert.Eventually(t, func() bool { s, _, _ := h.readyCondition("own"); return s == "True" }, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, 3, h.statusWrites("own"), "two refused, the third written")
+
+		gone := &remote.Store{Kind: v1alpha1.SecretStoreKind, Namespace: "team-a", Name: "gone"}
+		v.Revalidate(gone)
+		time.Sleep(200 * time.Millisecond)
+		assert.Zero(t, h.statusWrites("gone"))
+	})
 }

@@ -299,3 +299,27 @@ func TestCountRequests(t *testing.T) {
 	assert.Equal(t, 1.0, count("get", "200"))
 	assert.Equal(t, 1.0, count("get", "error"), "no response: counted as error")
 }
+
+func TestUpstreamsTrim(t *testing.T) {
+	down := []runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a")}
+	stores := []runtime.Object{remotetest.Store(t, v1alpha1.SecretStoreKind, "team-a", "own", "")}
+	w := newUpstreamWorld(t, stores, down,
+		remotetest.UpstreamSecret("db", map[string]string{"k": "v"}), remotetest.UpstreamSecret("unused", map[string]string{"k": "v"}))
+	c, err := w.upstreams.For(context.Background(), w.grant(t, "team-a", own))
+	require.NoError(t, err)
+	require.True(t, cache.WaitForCacheSync(t.Context().Done(), c.informer.HasSynced))
+	c.Want("db")
+	_, held := c.cached("unused")
+	assert.True(t, held, "until the copies have said what they want, the first list is kept")
+
+	w.upstreams.Trim()
+	_, held = c.cached("unused")
+	assert.False(t, held, "what no copy wants is dropped")
+	_, held = c.cached("db")
+	assert.True(t, held)
+
+	client, err := w.upstreams.clients.For(context.Background(), c.of)
+	require.NoError(t, err)
+	assert.Same(t, w.up, client, "the store's client, built once")
+	assert.Equal(t, 1, w.builds)
+}
