@@ -51,7 +51,7 @@ func (l *bodyLimit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = b.reserve(r.ContentLength)
 	}
 	if err == nil && r.Body != nil {
-		_, err = io.Copy(b, http.MaxBytesReader(w, r.Body, l.max))
+		_, err = b.ReadFrom(http.MaxBytesReader(w, r.Body, l.max))
 	}
 	var tooLarge *http.MaxBytesError
 	switch {
@@ -78,20 +78,51 @@ func (l *bodyLimit) refuseTooLarge(w http.ResponseWriter) {
 
 // budgetBuffer is one request's body as it arrives. It pays for each growth of its
 // buffer before making it, doubling, so that a client holds budget only for about
-// what it has sent. It is not an io.ReaderFrom, so that io.Copy writes through it.
+// what it has sent.
 type budgetBuffer struct {
 	limit *bodyLimit
 	buf   bytes.Buffer
 	held  int64
 }
 
-func (b *budgetBuffer) Write(p []byte) (int, error) {
-	if need := int64(b.buf.Len() + len(p)); need > int64(b.buf.Cap()) {
-		if err := b.reserve(max(need, 2*int64(b.buf.Cap()))); err != nil {
-			return 0, err
+// ReadFrom reads r straight into the buffer's spare room, growing it only when the
+// body goes on past it: io.Copy would put a 32 KiB copy buffer of its own in
+// between, on every review.
+func (b *budgetBuffer) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	for {
+		if b.buf.Available() == 0 {
+			// Full: read one byte to learn whether the body goes on before paying
+			// for more room. A body of its announced length ends here.
+			var one [1]byte
+			m, err := r.Read(one[:])
+			if m == 0 {
+				return n, ignoreEOF(err)
+			}
+			if err := b.reserve(max(2*int64(b.buf.Cap()), 512)); err != nil {
+				return n, err
+			}
+			if b.buf.Available() == 0 {
+				return n, &http.MaxBytesError{Limit: b.limit.max} // cannot happen: MaxBytesReader stops first
+			}
+			b.buf.WriteByte(one[0])
+			n++
+		}
+		spare := b.buf.AvailableBuffer()[:b.buf.Available()]
+		m, err := r.Read(spare)
+		b.buf.Write(spare[:m]) // within capacity: no copy to a new array
+		n += int64(m)
+		if err != nil {
+			return n, ignoreEOF(err)
 		}
 	}
-	return b.buf.Write(p)
+}
+
+func ignoreEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 // reserve pays for a buffer of size bytes, past the free allowance, and grows to it.
