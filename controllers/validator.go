@@ -280,10 +280,9 @@ func (v *StoreValidator) validate(ctx context.Context, s *remote.Store) v1alpha1
 		}}}
 	}
 	client, err := v.cfg.Clients.For(ctx, s)
-	var cfgErr *remote.ConfigError
 	switch {
-	case errors.As(err, &cfgErr):
-		return fail(v1alpha1.ReasonInvalidStoreConfiguration, "%s", cfgErr.Message)
+	case remote.IsConfigError(err):
+		return fail(v1alpha1.ReasonInvalidStoreConfiguration, "%s", remote.ConfigMessage(err))
 	case err != nil:
 		return fail(v1alpha1.ReasonValidationFailed, "could not read the store's references: %s", remote.DescribeUpstreamError(err))
 	}

@@ -97,7 +97,9 @@ func (e *Error) Error() string {
 	add("remoteNamespace", e.RemoteNamespace)
 	add("key", e.Key)
 	add("other", e.Other)
-	add("detail", e.Detail)
+	if e.Detail != "" {
+		b.WriteString(": " + e.Detail)
+	}
 	return b.String()
 }
 

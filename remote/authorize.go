@@ -2,7 +2,6 @@ package remote
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -104,14 +103,4 @@ func Refused(err error) bool {
 		return true
 	}
 	return false
-}
-
-// ConfigMessage is what a ConfigError says is wrong, without the store's name, or
-// err's text for any other error.
-func ConfigMessage(err error) string {
-	var cfgErr *ConfigError
-	if errors.As(err, &cfgErr) {
-		return cfgErr.Message
-	}
-	return err.Error()
 }

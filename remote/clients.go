@@ -78,12 +78,12 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 	}
 	cfg, err := ep.RESTConfig()
 	if err != nil {
-		return storeClient{}, &ConfigError{Store: key, Message: err.Error()}
+		return storeClient{}, s.configErrorf("%v", err)
 	}
 	cfg.WrapTransport = c.metrics.countRequests(key)
 	client, err := c.build(cfg)
 	if err != nil {
-		return storeClient{}, &ConfigError{Store: key, Message: err.Error()}
+		return storeClient{}, s.configErrorf("%v", err)
 	}
 	sc = storeClient{fingerprint: fp, client: client, versions: versions}
 	c.byStore[key] = sc

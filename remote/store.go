@@ -21,30 +21,6 @@ import (
 	"github.com/secret-relay/secret-relay/relay"
 )
 
-// ConfigError says why a store cannot work as written: a bad spec, or a Secret,
-// ConfigMap or key it references that does not exist. Its message names kinds,
-// namespaces, names and keys, never values.
-type ConfigError struct {
-	// Store names the store, as Store.String renders it.
-	Store string
-	// Message says what is wrong, without the store's name, for a status condition.
-	Message string
-}
-
-// Error renders the store and what is wrong with it.
-func (e *ConfigError) Error() string {
-	return fmt.Sprintf("invalid store configuration for %s: %s", e.Store, e.Message)
-}
-
-// Is makes errors.Is(err, relay.ErrStoreMisconfigured) true for every ConfigError:
-// the store cannot work as written, and no retry will help until someone changes
-// it or the objects it references. The validator maps it to the Ready reason
-// InvalidStoreConfiguration.
-func (e *ConfigError) Is(target error) bool { return target == relay.ErrStoreMisconfigured }
-
-// IsConfigError reports whether err is, or wraps, a ConfigError.
-func IsConfigError(err error) bool { return errors.Is(err, relay.ErrStoreMisconfigured) }
-
 // Store is a resolved store, whatever its kind: what admission and the sync
 // controller need of a SecretStore or ClusterSecretStore, without the API object.
 type Store struct {
@@ -430,6 +406,22 @@ func (s *Store) describeSecretKey(ref v1alpha1.SecretKeySelector) string {
 	return fmt.Sprintf("Secret %s/%s key %q", s.referenceNamespace(ref.Namespace), ref.Name, ref.Key)
 }
 
-func (s *Store) configErrorf(format string, args ...any) *ConfigError {
-	return &ConfigError{Store: s.String(), Message: fmt.Sprintf(format, args...)}
+// configErrorf says why the store cannot work as written: a bad spec, or a Secret,
+// ConfigMap or key it references that does not exist. The detail names kinds,
+// namespaces, names and keys, never values; it is what the store's status shows.
+// No retry helps until someone changes the store or what it references.
+func (s *Store) configErrorf(format string, args ...any) *relay.Error {
+	return &relay.Error{Reason: relay.ErrStoreMisconfigured, Namespace: s.Namespace, Store: s.Ref(), Detail: fmt.Sprintf(format, args...)}
+}
+
+// IsConfigError reports whether err is, or wraps, a store's configuration error.
+func IsConfigError(err error) bool { return errors.Is(err, relay.ErrStoreMisconfigured) }
+
+// ConfigMessage is what a configuration error says is wrong, without the store's
+// name, or err's text for any other error.
+func ConfigMessage(err error) string {
+	if e := relay.AsError(err); e != nil && errors.Is(e, relay.ErrStoreMisconfigured) {
+		return e.Detail
+	}
+	return err.Error()
 }

@@ -183,7 +183,7 @@ func TestResolveEndpoint(t *testing.T) {
 		"A missing token Secret should be a configuration error naming it.": {
 			store:        secretStore(nil),
 			objects:      seedObjects("default")[:1],
-			expErr:       "invalid store configuration for SecretStore default/remote-k8s-store: Secret default/remote-sa-token not found",
+			expErr:       `store="SecretStore/remote-k8s-store": Secret default/remote-sa-token not found`,
 			expConfigErr: true,
 		},
 		"A token Secret without the key should be a configuration error naming the key.": {
@@ -343,10 +343,12 @@ func TestConfigError(t *testing.T) {
 	assert := assert.New(t)
 	_, err := remote.ResolveEndpoint(t.Context(), remote.ClientsetRefReader(fake.NewClientset()), secretStore(nil))
 
-	var cfgErr *remote.ConfigError
-	require.ErrorAs(t, err, &cfgErr)
-	assert.Equal("SecretStore default/remote-k8s-store", cfgErr.Store)
-	assert.Equal("ConfigMap default/kube-root-remote-ca.crt not found", cfgErr.Message, "the message is what a status condition shows")
+	cfgErr := relay.AsError(err)
+	require.NotNil(t, cfgErr, "%v", err)
+	assert.Equal(relay.ErrStoreMisconfigured, cfgErr.Reason)
+	assert.Equal(relay.StoreRef{Kind: relay.SecretStoreKind, Name: "remote-k8s-store"}, cfgErr.Store)
+	assert.Equal("default", cfgErr.Namespace)
+	assert.Equal("ConfigMap default/kube-root-remote-ca.crt not found", remote.ConfigMessage(err), "the message is what a status condition shows")
 	assert.True(remote.IsConfigError(errors.Join(errors.New("outer"), err)), "a wrapped ConfigError is still one")
 	assert.False(remote.IsConfigError(errors.New("connection refused")))
 }
