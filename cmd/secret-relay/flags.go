@@ -31,6 +31,9 @@ type Flags struct {
 	// --namespace: those the webhook configuration's namespaceSelector leaves out.
 	ExcludedNamespaces []string
 
+	// Profiling serves Go's pprof profiles under /debug/pprof/ on --probe-address.
+	Profiling bool
+
 	// Not in the contract's table: tuning knobs, mostly for tests.
 	StoreValidationInterval time.Duration
 	CertReloadInterval      time.Duration
@@ -68,6 +71,7 @@ func parseFlags(args []string, output io.Writer) (Flags, error) {
 		}
 		return nil
 	})
+	fs.BoolVar(&f.Profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on --probe-address (plain HTTP: keep that port off the network)")
 	fs.DurationVar(&f.StoreValidationInterval, "store-validation-interval", 5*time.Minute, "how often every store is validated again")
 	fs.DurationVar(&f.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often the serving certificate files are checked for changes")
 	fs.DurationVar(&f.ShutdownDelay, "shutdown-delay", 3*time.Second, "after SIGTERM, how long to keep answering reviews while clients move to other replicas")

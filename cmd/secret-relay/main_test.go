@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
@@ -103,4 +106,16 @@ func TestRunRejectsUnknownCommands(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `unknown command "frobnicate"`)
 	assert.Contains(t, out.String(), "Usage:")
+}
+
+func TestProfilingIsOffByDefault(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	for _, c := range []struct {
+		profiling bool
+		want      int
+	}{{false, http.StatusNotFound}, {true, http.StatusOK}} {
+		rec := httptest.NewRecorder()
+		probeMux(reg, nil, c.profiling).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/heap", nil))
+		assert.Equal(t, c.want, rec.Code, "profiling %v", c.profiling)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,7 +40,9 @@ type readyCheck struct {
 	ok   func(context.Context) error
 }
 
-func probeMux(gatherer prometheus.Gatherer, checks []readyCheck) *http.ServeMux {
+// probeMux serves /healthz, /readyz and /metrics, and with profiling the pprof
+// handlers. Profiles hold stacks and sizes, never the contents of memory.
+func probeMux(gatherer prometheus.Gatherer, checks []readyCheck, profiling bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -54,6 +57,11 @@ func probeMux(gatherer prometheus.Gatherer, checks []readyCheck) *http.ServeMux 
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	if profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

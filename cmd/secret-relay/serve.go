@@ -91,7 +91,7 @@ func serve(ctx context.Context, f Flags) error {
 	tlsFiles := newTLSFiles(f)
 	var draining atomic.Bool
 	webhookSrv := newWebhookServer(handler, tlsFiles, &draining, logger)
-	probeSrv := newProbeServer(reg, []readyCheck{
+	probeSrv := newProbeServer(reg, f.Profiling, []readyCheck{
 		{name: "not shutting down", ok: func(context.Context) error { return boolErr(!draining.Load(), "draining") }},
 		{name: "serving certificate", ok: func(context.Context) error { return boolErr(tlsFiles.cert.Loaded(), "not loaded") }},
 		{name: "client CA bundle", ok: func(context.Context) error {
@@ -185,9 +185,9 @@ func newWebhookServer(handler http.Handler, files tlsFiles, draining *atomic.Boo
 }
 
 // newProbeServer is the plain HTTP server of /healthz, /readyz and /metrics.
-func newProbeServer(reg prometheus.Gatherer, checks []readyCheck) *http.Server {
+func newProbeServer(reg prometheus.Gatherer, profiling bool, checks []readyCheck) *http.Server {
 	return &http.Server{
-		Handler:           probeMux(reg, checks),
+		Handler:           probeMux(reg, checks, profiling),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,

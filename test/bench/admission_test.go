@@ -64,48 +64,9 @@ type admissionLoad struct {
 // requests answered with an admission count.
 func (b *bench) measureAdmission(t *testing.T) {
 	cfg := b.cfg
-	noopURL, noopCA := startNoopWebhook(t)
-	targets := []*webhookTarget{
-		newWebhookTarget(t, "baseline", noopURL, noopCA, cfg.admissionWorkers),
-		newWebhookTarget(t, "secret-relay", b.w.Relay.WebhookURL, b.w.Relay.Cert.CA.CertPEM(), cfg.admissionWorkers),
-	}
 	// The seed pod: its pulled-secrets is relayed and current, so every review is warm
 	// and, with dryRun false, writes nothing.
-	review := newReviewTemplate(t, seedPod("bench-admission", "default"))
-
-	// Open the connections and warm both servers; these figures are dropped.
-	for _, tg := range targets {
-		res := tg.load(review, cfg.admissionWorkers, time.Second)
-		require.Zero(t, res.failures, "warm-up of %s: %s", tg.name, res.firstFailure)
-	}
-
-	totals := map[string]*loadResult{}
-	perRound := map[string][]float64{}
-	for round := range cfg.admissionRounds {
-		// Alternate which goes first, so that neither always follows the other's load.
-		order := []*webhookTarget{targets[0], targets[1]}
-		if round%2 == 1 {
-			order[0], order[1] = order[1], order[0]
-		}
-		for _, tg := range order {
-			res := tg.load(review, cfg.admissionWorkers, cfg.admissionRound)
-			perRound[tg.name] = append(perRound[tg.name], float64(len(res.latencies))/res.elapsed.Seconds())
-			if totals[tg.name] == nil {
-				totals[tg.name] = &loadResult{}
-			}
-			totals[tg.name].merge(res)
-		}
-	}
-
-	result := &admissionResult{
-		Workers:          cfg.admissionWorkers,
-		Rounds:           cfg.admissionRounds,
-		RoundSeconds:     cfg.admissionRound.Seconds(),
-		Relay:            totals["secret-relay"].summary(),
-		Baseline:         totals["baseline"].summary(),
-		RoundThroughputs: perRound,
-	}
-	result.P99Ratio = ratio(result.Relay.Latency.P99Ms, result.Baseline.Latency.P99Ms)
+	result := b.compareAdmission(t, newReviewTemplate(t, seedPod("bench-admission", "default")), cfg.admissionRounds)
 	b.report.Admission = result
 
 	relay, base := result.Relay, result.Baseline
@@ -138,6 +99,52 @@ func (b *bench) measureAdmission(t *testing.T) {
 			Met:         metIf(relay.Failures == 0 && relay.PerSecond >= admissionThroughputTarget),
 		},
 	)
+}
+
+// compareAdmission sends review, warm, to secret-relay and to a no-op kubewebhook
+// webhook in rounds that alternate which goes first.
+func (b *bench) compareAdmission(t *testing.T, review *reviewTemplate, rounds int) *admissionResult {
+	t.Helper()
+	cfg := b.cfg
+	noopURL, noopCA := startNoopWebhook(t)
+	targets := []*webhookTarget{
+		newWebhookTarget(t, "baseline", noopURL, noopCA, cfg.admissionWorkers),
+		newWebhookTarget(t, "secret-relay", b.w.Relay.WebhookURL, b.w.Relay.Cert.CA.CertPEM(), cfg.admissionWorkers),
+	}
+	// Open the connections and warm both servers; these figures are dropped.
+	for _, tg := range targets {
+		res := tg.load(review, cfg.admissionWorkers, time.Second)
+		require.Zero(t, res.failures, "warm-up of %s: %s", tg.name, res.firstFailure)
+	}
+
+	totals := map[string]*loadResult{}
+	perRound := map[string][]float64{}
+	for round := range rounds {
+		// Alternate which goes first, so that neither always follows the other's load.
+		order := []*webhookTarget{targets[0], targets[1]}
+		if round%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+		}
+		for _, tg := range order {
+			res := tg.load(review, cfg.admissionWorkers, cfg.admissionRound)
+			perRound[tg.name] = append(perRound[tg.name], float64(len(res.latencies))/res.elapsed.Seconds())
+			if totals[tg.name] == nil {
+				totals[tg.name] = &loadResult{}
+			}
+			totals[tg.name].merge(res)
+		}
+	}
+
+	result := &admissionResult{
+		Workers:          cfg.admissionWorkers,
+		Rounds:           rounds,
+		RoundSeconds:     cfg.admissionRound.Seconds(),
+		Relay:            totals["secret-relay"].summary(),
+		Baseline:         totals["baseline"].summary(),
+		RoundThroughputs: perRound,
+	}
+	result.P99Ratio = ratio(result.Relay.Latency.P99Ms, result.Baseline.Latency.P99Ms)
+	return result
 }
 
 // noopWebhookEnv, set to a directory holding tls.crt and tls.key, turns the test

@@ -6,7 +6,10 @@
 //  2. pod creation through the API server, against pods the webhook never sees;
 //  3. freshness of a local copy after an upstream update, against an upstream watch;
 //  4. a cold burst of pods on one never-seen Secret, against the same burst warm;
-//  5. scale: memory and restart with many relayed Secrets, against a fresh process.
+//  5. scale: memory and restart with many relayed Secrets, against a fresh process;
+//  6. the fleet: copies by the thousand in many namespaces through many stores of
+//     one identity, grown in stages: memory, fan-out, restart, warm admission and a
+//     burst of distinct Secrets.
 //
 // It is black-box: it drives the secret-relay binary through its webhook, the API
 // servers and /proc, never through the code, so it keeps working while the upstream
@@ -64,7 +67,8 @@ const seedAnnotation = `- name: pulled-secrets
 
 // relayArgs run secret-relay as it ships (info logging), where the test bed's default
 // is debug logging.
-var relayArgs = []string{"--log-level=info"}
+// --profiling lets the fleet measurement save heap profiles.
+var relayArgs = []string{"--log-level=info", "--profiling"}
 
 // secretStoreGVR is the contract's namespaced SecretStore.
 var secretStoreGVR = schema.GroupVersionResource{Group: "secret-relay.io", Version: "v1alpha1", Resource: "secretstores"}
@@ -84,6 +88,7 @@ var measurements = []measurement{
 	{"freshness", (*bench).measureFreshness},
 	{"burst", (*bench).measureColdBurst},
 	{"scale", (*bench).measureScale},
+	{"fleet", (*bench).measureFleet},
 }
 
 // settings are the tunable sizes of one run, read from BENCH_* variables.
@@ -106,6 +111,14 @@ type settings struct {
 	scaleRelayed     int
 	scaleItemsPerPod int
 	scaleSecretBytes int
+
+	// fleetStages are the numbers of copies the fleet grows through.
+	fleetStages     []int
+	fleetStores     int
+	fleetUpstream   int
+	fleetBurst      int
+	fleetPodWorkers int
+	fleetTimeout    time.Duration
 
 	// values are the effective settings by variable name, for the JSON report.
 	values map[string]string
@@ -135,6 +148,18 @@ func loadSettings(t *testing.T) settings {
 	s.scaleRelayed = s.int(t, "BENCH_SCALE_RELAYED", 1000)
 	s.scaleItemsPerPod = s.int(t, "BENCH_SCALE_ITEMS_PER_POD", 64)
 	s.scaleSecretBytes = s.int(t, "BENCH_SCALE_SECRET_BYTES", 1024)
+	for _, v := range strings.Split(s.str("BENCH_FLEET_STAGES", "1000,5000,10000"), ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n <= 0 || n%fleetCopiesPerNamespace != 0 || len(s.fleetStages) > 0 && n <= s.fleetStages[len(s.fleetStages)-1] {
+			t.Fatalf("BENCH_FLEET_STAGES must be growing multiples of %d, got %q", fleetCopiesPerNamespace, os.Getenv("BENCH_FLEET_STAGES"))
+		}
+		s.fleetStages = append(s.fleetStages, n)
+	}
+	s.fleetStores = s.int(t, "BENCH_FLEET_STORES", 100)
+	s.fleetUpstream = s.int(t, "BENCH_FLEET_UPSTREAM", 50000)
+	s.fleetBurst = s.int(t, "BENCH_FLEET_BURST", 600)
+	s.fleetPodWorkers = s.int(t, "BENCH_FLEET_POD_WORKERS", 8)
+	s.fleetTimeout = s.duration(t, "BENCH_FLEET_TIMEOUT", 2*time.Minute)
 	if s.scaleRelayed > s.scaleSecrets {
 		t.Fatalf("BENCH_SCALE_RELAYED (%d) must not exceed BENCH_SCALE_SECRETS (%d)", s.scaleRelayed, s.scaleSecrets)
 	}
@@ -220,15 +245,20 @@ func TestBench(t *testing.T) {
 
 	b.report.finish(time.Since(started))
 	b.report.printTable(os.Stdout)
-	out := cfg.out
-	if !filepath.IsAbs(out) {
-		// go test runs in the package directory; BENCH_OUT is relative to the root.
-		out = filepath.Join("..", "..", out)
-	}
+	out := b.outPath()
 	require.NoError(t, b.report.writeJSON(out))
 	abs, err := filepath.Abs(out)
 	require.NoError(t, err)
 	t.Logf("results written to %s", abs)
+}
+
+// outPath is where the JSON report goes: go test runs in the package directory, and
+// BENCH_OUT is relative to the root.
+func (b *bench) outPath() string {
+	if filepath.IsAbs(b.cfg.out) {
+		return b.cfg.out
+	}
+	return filepath.Join("..", "..", b.cfg.out)
 }
 
 // relaySeedSecret creates the seed store in default and one real seed pod, so that

@@ -48,6 +48,7 @@ type report struct {
 	Freshness   *freshnessResult   `json:"freshness,omitempty"`
 	ColdBurst   *coldBurstResult   `json:"coldBurst,omitempty"`
 	Scale       *scaleResult       `json:"scale,omitempty"`
+	Fleet       *fleetResult       `json:"fleet,omitempty"`
 
 	Summary []row `json:"summary"`
 	// Failures name the measurements that could not be completed.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,6 +24,7 @@ rules:
 type AuditEvent struct {
 	Verb       string `json:"verb"`
 	RequestURI string `json:"requestURI"`
+	UserAgent  string `json:"userAgent"`
 	User       struct {
 		Username string `json:"username"`
 	} `json:"user"`
@@ -54,10 +56,7 @@ func (cp *ControlPlane) configureAudit(api *envtest.APIServer) error {
 // never be in it.
 func (cp *ControlPlane) RawAuditLog(t testing.TB) []byte {
 	t.Helper()
-	if cp.auditLog == "" {
-		t.Fatalf("the %s control plane keeps no audit log: start it with Options.AuditLog", cp.Name)
-	}
-	data, err := os.ReadFile(cp.auditLog)
+	data, err := os.ReadFile(cp.auditPath(t))
 	if err != nil {
 		t.Fatalf("could not read the audit log: %v", err)
 	}
@@ -81,14 +80,31 @@ func (cp *ControlPlane) AuditEvents(t testing.TB) []AuditEvent {
 // a watch still open shows as ResponseStarted only.
 func (cp *ControlPlane) AuditLog(t testing.TB) []AuditEvent {
 	t.Helper()
-	if cp.auditLog == "" {
-		t.Fatalf("the %s control plane keeps no audit log: start it with Options.AuditLog", cp.Name)
+	return cp.AuditLogSince(t, 0)
+}
+
+// AuditOffset is how much of the audit log is written now: AuditLogSince it reads
+// only what comes after, when the whole log is too long to read again.
+func (cp *ControlPlane) AuditOffset(t testing.TB) int64 {
+	t.Helper()
+	fi, err := os.Stat(cp.auditPath(t))
+	if err != nil {
+		t.Fatalf("could not read the audit log: %v", err)
 	}
-	f, err := os.Open(cp.auditLog)
+	return fi.Size()
+}
+
+// AuditLogSince is AuditLog from offset, as AuditOffset gave it.
+func (cp *ControlPlane) AuditLogSince(t testing.TB, offset int64) []AuditEvent {
+	t.Helper()
+	f, err := os.Open(cp.auditPath(t))
 	if err != nil {
 		t.Fatalf("could not open the audit log: %v", err)
 	}
 	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		t.Fatalf("could not read the audit log: %v", err)
+	}
 	var events []AuditEvent
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
@@ -101,4 +117,12 @@ func (cp *ControlPlane) AuditLog(t testing.TB) []AuditEvent {
 		events = append(events, ev)
 	}
 	return events
+}
+
+func (cp *ControlPlane) auditPath(t testing.TB) string {
+	t.Helper()
+	if cp.auditLog == "" {
+		t.Fatalf("the %s control plane keeps no audit log: start it with Options.AuditLog", cp.Name)
+	}
+	return cp.auditLog
 }
