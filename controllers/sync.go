@@ -80,7 +80,8 @@ const (
 )
 
 // NewSyncController wires the controller to the local and upstream caches. It must
-// be called before the managed Secrets cache runs: it adds indexes to it.
+// be called before the managed Secrets cache runs: it adds indexes to it. Upstream
+// caches opened from now on wait for Run to have found what the copies want.
 func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 	if cfg.Local == nil || cfg.Stores == nil || cfg.Authorizer == nil || cfg.Upstreams == nil || cfg.Tokens == nil || cfg.Recorder == nil || cfg.Describe == nil {
 		return nil, errors.New("invalid configuration: local, stores, authorizer, upstreams, tokens, recorder and describe are required")
@@ -120,6 +121,7 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 		return nil, fmt.Errorf("could not watch managed Secrets: %w", err)
 	}
 	cfg.Upstreams.OnEvent(c.upstreamChanged)
+	cfg.Upstreams.Hold()
 	return c, nil
 }
 
@@ -199,8 +201,9 @@ func (c *SyncController) enqueueIndexed(index, value string) {
 }
 
 // Run processes the queue until ctx ends. Before its workers start, it has every
-// copy that exists say what it reads, so that the upstream caches they need start
-// at once; that work is local, and Primed reports it done.
+// copy that exists say what it reads, and only then starts the upstream caches they
+// need: their first lists keep what is wanted and nothing else. That work is local,
+// and Primed reports it done.
 func (c *SyncController) Run(ctx context.Context) error {
 	go func() {
 		<-ctx.Done()
@@ -215,8 +218,8 @@ func (c *SyncController) Run(ctx context.Context) error {
 			c.cfg.Logger.Debug("could not prepare local copy; the sync retries", zap.Error(err))
 		}
 	}
+	c.cfg.Upstreams.Release()
 	c.primed.Store(true)
-	c.cfg.Upstreams.Trim()
 
 	const workers = 4
 	var wg sync.WaitGroup
@@ -369,7 +372,7 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 	desired, err := relay.PlanSecret(local.Namespace, plan.req, read, c.cfg.Now(), c.cfg.Tokens)
 	if err == nil {
 		var write bool
-		if write, err = relay.CheckExisting(local, desired, c.cfg.Tokens); err == nil && !write {
+		if write, err = relay.CheckExisting(local, desired); err == nil && !write {
 			c.cfg.Metrics.sync("unchanged", 0)
 			c.clearSeen(key)
 			c.healthy(key)

@@ -3,14 +3,12 @@ package remote
 import (
 	"context"
 	"crypto/sha256"
-	"runtime/debug"
 	"strings"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/secret-relay/secret-relay/relay"
 )
@@ -121,9 +119,10 @@ func (c *Clients) Forget(storeKey string) {
 	delete(c.byStore, storeKey)
 }
 
-// Upstreams keeps one watch cache per store, started the first time a store is
-// used, rebuilt when its client or remote namespace changes, and stopped when the
-// store goes away.
+// Upstreams keeps the watch caches that stores read through: one per upstream
+// namespace and identity, shared by every store with both, started the first time a
+// store is used, and stopped when no store uses it any more. A store moves to another
+// cache when its client or remote namespace changes.
 type Upstreams struct {
 	clients *Clients
 	metrics *Metrics
@@ -134,20 +133,18 @@ type Upstreams struct {
 	ctx      context.Context
 	onEvent  func(SecretEvent)
 	onHealth func(*Store)
-	byStore  map[string]*upstreamEntry
-	// trimmed is set once the sync controller has told every cache what it wants;
-	// caches started later trim themselves after their first list.
-	trimmed bool
-}
-
-type upstreamEntry struct {
-	fingerprint [sha256.Size]byte
-	cache       *Cache
+	byStore  map[string]*Cache
+	shared   map[cacheKey]*Cache
+	// holding is set until the sync controller has told the caches what the copies
+	// that exist want: caches opened meanwhile wait in held, so that their first
+	// list keeps exactly that, rather than everything or nothing.
+	holding bool
+	held    []*Cache
 }
 
 // NewUpstreams returns the cache set. Caches live until ctx ends.
 func NewUpstreams(ctx context.Context, clients *Clients, metrics *Metrics) *Upstreams {
-	return &Upstreams{ctx: ctx, clients: clients, metrics: metrics, byStore: map[string]*upstreamEntry{}}
+	return &Upstreams{ctx: ctx, clients: clients, metrics: metrics, byStore: map[string]*Cache{}, shared: map[cacheKey]*Cache{}}
 }
 
 // OnEvent sets who hears of changes to wanted upstream Secrets: the sync controller.
@@ -184,8 +181,8 @@ func (u *Upstreams) health(s *Store) {
 	}
 }
 
-// For returns the cache of the store g grants, starting it, or restarting it when
-// the store's client or remote namespace changed. What the old cache wanted, the
+// For returns the cache of the store g grants, starting it, or moving the store to
+// another when its client or remote namespace changed. What the old cache wanted, the
 // new one wants too. Only a Grant opens a cache: reading upstream for a namespace
 // needs Authorize's yes first. A store whose client cannot be built is a
 // relay.Error with the reason ErrStoreMisconfigured.
@@ -199,55 +196,70 @@ func (u *Upstreams) For(ctx context.Context, g *Grant) (*Cache, error) {
 		return nil, &relay.Error{Reason: relay.ErrStoreMisconfigured, Namespace: g.Namespace(), Store: s.Ref(),
 			Detail: "its references could not be read: " + DescribeUpstreamError(err)}
 	}
-	key := s.String()
+	key := cacheKey{fingerprint: sc.fingerprint, namespace: s.RemoteNamespace()}
+	storeKey := s.String()
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	e, ok := u.byStore[key]
-	if ok && e.fingerprint == sc.fingerprint && e.cache.namespace == s.RemoteNamespace() {
-		return e.cache, nil
+	old := u.byStore[storeKey]
+	if old != nil && old.key == key {
+		return old, nil
 	}
-	c := newUpstreamCache(s, sc.client, u.emit, u.health, u.metrics)
-	if ok {
-		e.cache.stop()
-		c.Want(e.cache.wantedNames()...)
+	c := u.shared[key]
+	if c == nil {
+		c = newUpstreamCache(key, sc.client, u.emit, u.health, u.metrics)
+		if old != nil {
+			c.Want(old.wantedNames()...)
+		}
+		u.shared[key] = c
+		if u.holding {
+			u.held = append(u.held, c)
+		} else {
+			c.run(u.ctx)
+		}
 	}
-	c.run(u.ctx, u.trimmed)
-	u.byStore[key] = &upstreamEntry{fingerprint: sc.fingerprint, cache: c}
+	if old != nil {
+		u.leaveLocked(old, storeKey)
+	}
+	c.addUser(s)
+	u.byStore[storeKey] = c
 	return c, nil
 }
 
-// Trim tells every cache that what local copies want is now known: data nobody
-// wants is dropped, and the memory it held given back to the system.
-func (u *Upstreams) Trim() {
-	u.mu.Lock()
-	u.trimmed = true
-	caches := make([]*Cache, 0, len(u.byStore))
-	for _, e := range u.byStore {
-		caches = append(caches, e.cache)
+// leaveLocked takes a store off a cache, and stops the cache if no store is left.
+func (u *Upstreams) leaveLocked(c *Cache, storeKey string) {
+	if c.removeUser(storeKey) == 0 {
+		c.stop()
+		delete(u.shared, c.key)
 	}
-	u.mu.Unlock()
-	for _, c := range caches {
-		if !c.informer.HasSynced() {
-			go func() {
-				if cache.WaitForCacheSync(u.ctx.Done(), c.informer.HasSynced) {
-					c.trim()
-				}
-			}()
-			continue
-		}
-		c.trim()
-	}
-	// The first lists held every Secret of each namespace; hand that back now
-	// rather than whenever the runtime gets round to it.
-	debug.FreeOSMemory()
 }
 
-// Forget stops a deleted store's cache.
+// Hold keeps caches opened from now on from starting until Release: the sync
+// controller holds them while it finds what the copies that exist want.
+func (u *Upstreams) Hold() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.holding = true
+}
+
+// Release starts the caches held since Hold, which now know what they want.
+func (u *Upstreams) Release() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.holding = false
+	for _, c := range u.held {
+		if u.shared[c.key] == c {
+			c.run(u.ctx)
+		}
+	}
+	u.held = nil
+}
+
+// Forget takes a deleted store off its cache.
 func (u *Upstreams) Forget(storeKey string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if e, ok := u.byStore[storeKey]; ok {
-		e.cache.stop()
+	if c := u.byStore[storeKey]; c != nil {
+		u.leaveLocked(c, storeKey)
 		delete(u.byStore, storeKey)
 	}
 	u.clients.Forget(storeKey)

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"strconv"
 	"sync"
@@ -22,7 +23,8 @@ import (
 // SecretEvent tells the sync controller that an upstream Secret that some local copy
 // needs has changed or gone.
 type SecretEvent struct {
-	// Store is the store whose cache saw the change.
+	// Store is a store that reads through the cache that saw the change: one event
+	// goes to each store sharing the cache.
 	Store *Store
 	// Name is the upstream Secret's name.
 	Name string
@@ -32,34 +34,48 @@ type SecretEvent struct {
 	Seen time.Time
 }
 
-// Cache is the watch-based cache of one store's upstream namespace: what admission
-// and the sync controller read upstream Secrets from.
+// cacheKey identifies what a cache reads: one upstream namespace through one set of
+// credentials. Stores with the same key share a cache; stores whose credentials
+// differ never do, so no store reads what its own credentials could not.
+type cacheKey struct {
+	fingerprint [sha256.Size]byte
+	namespace   string
+}
+
+// Cache is the watch-based cache of one upstream namespace, as one identity sees it:
+// what admission and the sync controller read upstream Secrets from. Every store with
+// that identity and namespace shares it.
 //
-// It watches every Secret in the namespace, but keeps data only for the Secrets that
-// a local copy or an admission has asked for (wanted): the informer's own store holds
-// metadata alone, with managed fields stripped. Memory is therefore bounded by the
-// relayed data plus a few hundred bytes of metadata per upstream Secret.
+// It watches every Secret in the namespace but keeps only the Secrets that a local
+// copy or an admission has asked for (wanted), without managed fields. It is a
+// reflector over a store of its own rather than an informer, because an informer
+// keeps every object it lists: with 50,000 upstream Secrets, that is tens of MiB per
+// namespace for Secrets nobody reads. Memory is bounded by the wanted data.
 type Cache struct {
-	// store names the store, as Store.String renders it; of is the store itself.
-	store     string
-	of        *Store
+	key       cacheKey
 	namespace string
 	client    kubernetes.Interface
-	informer  cache.SharedIndexInformer
+	reflector *cache.Reflector
 	onEvent   func(SecretEvent)
 	onHealth  func(*Store)
 	metrics   *Metrics
 	cancel    context.CancelFunc
+	// stopped is closed when the reflector has stopped.
+	stopped chan struct{}
 
 	// flight deduplicates concurrent misses: 100 pods asking for one cold Secret
 	// cause one upstream read.
 	flight singleflight.Group
 
 	mu sync.RWMutex
+	// users are the stores that read through the cache, by Store.String.
+	users map[string]*Store
 	// wanted names the Secrets whose data is kept.
 	wanted map[string]bool
-	// data holds the wanted Secrets, newest first seen.
+	// data holds the wanted Secrets known, from the watch or from live reads.
 	data map[string]*corev1.Secret
+	// started is set once the reflector runs; synced once its first list is in.
+	started, synced bool
 	// broken is set when the watch fails and cleared when it delivers again: while
 	// it is set, the cache cannot vouch that what it holds is current.
 	broken bool
@@ -68,100 +84,61 @@ type Cache struct {
 	watchGen uint64
 	// noWatch is set when the upstream forbids list or watch: every read is live.
 	noWatch bool
-	// refusal is set while the upstream refuses the store's credentials, as the
-	// credential check or a read found: every read fails with it, whatever the
-	// cache holds, since a watch opened before a token was revoked keeps delivering.
+	// refusal is set while the upstream refuses the credentials, as the credential
+	// check or a read found: every read fails with it, whatever the cache holds,
+	// since a watch opened before a token was revoked keeps delivering.
 	refusal error
-	// keepAll keeps every Secret's data until trim: at start, the sync controller
-	// learns what its copies want only as it goes through them, and the first list
-	// already holds it all; keeping it spares one upstream read per copy.
-	keepAll bool
 }
 
-func newUpstreamCache(of *Store, client kubernetes.Interface, onEvent func(SecretEvent), onHealth func(*Store), metrics *Metrics) *Cache {
-	namespace := of.RemoteNamespace()
+func newUpstreamCache(key cacheKey, client kubernetes.Interface, onEvent func(SecretEvent), onHealth func(*Store), metrics *Metrics) *Cache {
+	if onEvent == nil {
+		onEvent = func(SecretEvent) {}
+	}
 	if onHealth == nil {
 		onHealth = func(*Store) {}
 	}
 	c := &Cache{
-		store: of.String(), of: of, namespace: namespace, client: client, onEvent: onEvent, onHealth: onHealth, metrics: metrics,
-		wanted: map[string]bool{}, data: map[string]*corev1.Secret{}, keepAll: true,
+		key: key, namespace: key.namespace, client: client, onEvent: onEvent, onHealth: onHealth, metrics: metrics,
+		stopped: make(chan struct{}), users: map[string]*Store{}, wanted: map[string]bool{}, data: map[string]*corev1.Secret{},
 	}
+	secrets := client.CoreV1().Secrets(key.namespace)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			return client.CoreV1().Secrets(namespace).List(ctx, opts)
+			list, err := secrets.List(ctx, opts)
+			if err != nil {
+				c.listFailed(err)
+				return nil, err
+			}
+			return list, nil
 		},
 		// The reflector retries a failing watch quietly, so the cache tracks the
 		// stream itself: it can vouch for its data only while a watch is open.
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			w, err := client.CoreV1().Secrets(namespace).Watch(ctx, opts)
+			w, err := secrets.Watch(ctx, opts)
 			if err != nil {
-				c.setBroken(true)
+				c.listFailed(err)
 				return nil, err
 			}
 			gen := c.watchOpened()
 			return newTrackedWatch(w, func() { c.watchEnded(gen) }), nil
 		},
 	}
-	c.informer = cache.NewSharedIndexInformerWithOptions(lw, &corev1.Secret{}, cache.SharedIndexInformerOptions{})
-	// Neither call can fail before the informer runs.
-	_ = c.informer.SetTransform(c.transform)
-	_ = c.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
-			c.noWatch = true
-			return
-		}
-		c.setBrokenLocked(true)
-	})
-	_, _ = c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { c.changed(obj, false) },
-		UpdateFunc: func(old, obj any) { c.updated(old, obj) },
-		DeleteFunc: func(obj any) { c.changed(obj, true) },
-	})
+	c.reflector = cache.NewReflectorWithOptions(lw, &corev1.Secret{}, reflectorStore{c},
+		cache.ReflectorOptions{Name: "upstream Secrets of " + key.namespace})
 	return c
 }
 
-// run starts the informer. With trimAfterSync, the cache drops the data nobody
-// wants once its first list is in; otherwise it waits for trim.
-func (c *Cache) run(ctx context.Context, trimAfterSync bool) {
+// run starts the reflector and the credential check, until ctx ends or stop.
+func (c *Cache) run(ctx context.Context) {
 	ctx, c.cancel = context.WithCancel(ctx)
-	go c.informer.RunWithContext(ctx)
-	go c.checkCredentials(ctx)
-	if trimAfterSync {
-		go func() {
-			if cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
-				c.trim()
-			}
-		}()
-	}
-}
-
-// trim drops the data of every Secret that no copy or admission has asked for, and
-// keeps only wanted data from now on.
-func (c *Cache) trim() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.keepAll {
-		return
-	}
-	c.keepAll = false
-	for name := range c.data {
-		if !c.wanted[name] {
-			delete(c.data, name)
-		}
-	}
-}
-
-// waitSynced waits, at most until ctx ends, for the first list: it holds every
-// Secret, so waiting for it beats reading one Secret live. It stops as soon as a list
-// or watch has failed or been forbidden: a live read then says sooner what is wrong.
-func (c *Cache) waitSynced(ctx context.Context) {
-	if c.informer.HasSynced() {
-		return
-	}
-	cache.WaitForCacheSync(ctx.Done(), func() bool { return c.synced() || c.isBroken() })
+	c.started = true
+	c.mu.Unlock()
+	go func() {
+		defer close(c.stopped)
+		c.reflector.RunWithContext(ctx)
+	}()
+	go c.checkCredentials(ctx)
 }
 
 func (c *Cache) stop() {
@@ -170,12 +147,74 @@ func (c *Cache) stop() {
 	}
 }
 
-// synced reports whether the first list is in, or the upstream forbids listing (then
-// there is nothing to wait for).
-func (c *Cache) synced() bool {
+// addUser records that store s reads through the cache; a store already there is
+// replaced by its newer version.
+func (c *Cache) addUser(s *Store) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.users[s.String()] = s
+	c.metrics.setWatchBroken(s.String(), c.broken)
+}
+
+// removeUser forgets a store and reports how many are left.
+func (c *Cache) removeUser(storeKey string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.users, storeKey)
+	return len(c.users)
+}
+
+// usersLocked lists the stores that share the cache; c.mu must be held.
+func (c *Cache) usersLocked() []*Store {
+	out := make([]*Store, 0, len(c.users))
+	for _, s := range c.users {
+		out = append(out, s)
+	}
+	return out
+}
+
+// announce tells each store sharing the cache that the named Secrets changed, or
+// went when deleted is set.
+func (c *Cache) announce(users []*Store, names []string, deleted bool) {
+	now := time.Now()
+	for _, name := range names {
+		for _, s := range users {
+			c.onEvent(SecretEvent{Store: s, Name: name, Deleted: deleted, Seen: now})
+		}
+	}
+}
+
+// healthChanged tells each store sharing the cache to have its status checked.
+func (c *Cache) healthChanged() {
 	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.noWatch || c.informer.HasSynced()
+	users := c.usersLocked()
+	c.mu.RUnlock()
+	for _, s := range users {
+		c.onHealth(s)
+	}
+}
+
+// waitSynced waits, at most until ctx ends, for the first list: it holds every
+// wanted Secret, so waiting for it beats reading one Secret live. It stops as soon
+// as a list or watch has failed or been forbidden: a live read then says sooner
+// what is wrong.
+func (c *Cache) waitSynced(ctx context.Context) {
+	cache.WaitForCacheSync(ctx.Done(), func() bool {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return c.synced || c.broken || c.noWatch
+	})
+}
+
+// listFailed records a failed list or watch request.
+func (c *Cache) listFailed(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+		c.noWatch = true
+		return
+	}
+	c.setBrokenLocked(true)
 }
 
 // watchOpened records a new watch stream and returns its generation.
@@ -196,17 +235,12 @@ func (c *Cache) watchEnded(gen uint64) {
 	}
 }
 
-// setBroken records whether the cache has a watch open.
-func (c *Cache) setBroken(broken bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.setBrokenLocked(broken)
-}
-
 func (c *Cache) setBrokenLocked(broken bool) {
 	if c.broken != broken {
-		c.metrics.setWatchBroken(c.store, broken)
-		go c.onHealth(c.of)
+		for name := range c.users {
+			c.metrics.setWatchBroken(name, broken)
+		}
+		go c.healthChanged()
 	}
 	c.broken = broken
 }
@@ -249,7 +283,7 @@ func (c *Cache) checkCredentialsOnce(ctx context.Context) {
 
 // refused records that a read was refused, so that the next credential check need
 // not come first: the store's status is checked again at once.
-func (c *Cache) refused() { go c.onHealth(c.of) }
+func (c *Cache) refused() { go c.healthChanged() }
 
 func (c *Cache) setRefusal(err error) {
 	c.mu.Lock()
@@ -257,7 +291,7 @@ func (c *Cache) setRefusal(err error) {
 	c.refusal = err
 	c.mu.Unlock()
 	if changed {
-		c.onHealth(c.of)
+		c.healthChanged()
 	}
 }
 
@@ -282,68 +316,142 @@ func CheckAccess(ctx context.Context, client kubernetes.Interface, namespace, ve
 	return res.Status.Allowed, nil
 }
 
-// transform keeps a wanted Secret's data aside and gives the informer only the
-// Secret's metadata to store. It is idempotent: metadata passes through as it is.
-// A transform with a side map, rather than a metadata informer and reads, because the
-// watch already carries the data: a read per change would double the upstream
-// requests and the lag.
-func (c *Cache) transform(obj any) (any, error) {
-	s, ok := obj.(*corev1.Secret)
-	if !ok {
-		return obj, nil // already metadata, or a tombstone
+// reflectorStore is what the reflector writes into: it keeps wanted Secrets only,
+// and tells the stores sharing the cache of every change to one.
+type reflectorStore struct{ c *Cache }
+
+var _ cache.TransformingStore = reflectorStore{}
+
+// Transformer slims what a watch-list streams into the reflector's temporary store
+// before it reaches Replace: unwanted Secrets come through as their metadata alone.
+func (r reflectorStore) Transformer() cache.TransformFunc {
+	return func(obj any) (any, error) {
+		s, ok := obj.(*corev1.Secret)
+		if !ok {
+			return obj, nil
+		}
+		if r.c.isWanted(s.Name) {
+			return stripped(s), nil
+		}
+		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+			Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion}}, nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.noWatch = false
-	if c.keepAll || c.wanted[s.Name] {
-		c.data[s.Name] = stripped(s, true)
-	}
-	return &metav1.PartialObjectMetadata{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion},
-	}, nil
 }
 
-// stripped copies what secret-relay needs of a Secret: no managed fields, and the
-// data only when asked.
-func stripped(s *corev1.Secret, withData bool) *corev1.Secret {
-	out := &corev1.Secret{
-		TypeMeta:   s.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion},
-		Type:       s.Type,
-	}
-	if withData {
-		out.Data = s.Data
-	}
-	return out
-}
+func (r reflectorStore) Add(obj any) error    { r.c.watched(obj); return nil }
+func (r reflectorStore) Update(obj any) error { r.c.watched(obj); return nil }
+func (r reflectorStore) Resync() error        { return nil }
 
-func (c *Cache) updated(old, obj any) {
-	o, _ := old.(*metav1.PartialObjectMetadata)
-	n, _ := obj.(*metav1.PartialObjectMetadata)
-	if o != nil && n != nil && o.ResourceVersion == n.ResourceVersion {
-		return // a relist that changed nothing
-	}
-	c.changed(obj, false)
-}
-
-func (c *Cache) changed(obj any, deleted bool) {
+func (r reflectorStore) Delete(obj any) error {
+	c := r.c
 	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = tomb.Obj
 	}
-	s, ok := obj.(*metav1.PartialObjectMetadata)
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil
+	}
+	name := m.GetName()
+	c.mu.Lock()
+	wanted := c.wanted[name]
+	if prev, ok := c.data[name]; ok && (prev.UID == m.GetUID() || !newer(prev, m)) {
+		delete(c.data, name)
+	}
+	users := c.usersLocked()
+	c.mu.Unlock()
+	if wanted {
+		c.announce(users, []string{name}, true)
+	}
+	return nil
+}
+
+// Replace takes a full list: the first one, or one after the watch was lost. After
+// the first, what changed or went among the wanted Secrets is announced.
+func (r reflectorStore) Replace(items []any, listVersion string) error {
+	c := r.c
+	var changed, gone []string
+	c.mu.Lock()
+	listed := map[string]bool{}
+	for _, obj := range items {
+		m, ok := obj.(metav1.Object)
+		if !ok || !c.wanted[m.GetName()] {
+			continue
+		}
+		name := m.GetName()
+		listed[name] = true
+		prev, had := c.data[name]
+		if had && !newer(m, prev) {
+			continue
+		}
+		if s, ok := obj.(*corev1.Secret); ok {
+			c.data[name] = stripped(s)
+		} else {
+			// Wanted while the list streamed, so it came without its data: the
+			// next read fetches it.
+			delete(c.data, name)
+		}
+		changed = append(changed, name)
+	}
+	for name, prev := range c.data {
+		// A live read may have brought a Secret created after the list was taken.
+		if !listed[name] && !laterThan(prev.ResourceVersion, listVersion) {
+			delete(c.data, name)
+			gone = append(gone, name)
+		}
+	}
+	// The first list is not announced: every copy is checked at start anyway, and
+	// what an admission wanted before it, the admission read.
+	first := !c.synced
+	c.synced, c.noWatch = true, false
+	users := c.usersLocked()
+	c.mu.Unlock()
+	if first {
+		return nil
+	}
+	c.announce(users, changed, false)
+	c.announce(users, gone, true)
+	return nil
+}
+
+// watched keeps a Secret the watch delivered, if it is wanted and newer than what
+// the cache holds, and announces it.
+func (c *Cache) watched(obj any) {
+	s, ok := obj.(*corev1.Secret)
 	if !ok {
 		return
 	}
 	c.mu.Lock()
+	c.noWatch = false
 	wanted := c.wanted[s.Name]
-	if deleted {
-		delete(c.data, s.Name)
+	if wanted {
+		if prev, ok := c.data[s.Name]; ok && !newer(s, prev) {
+			wanted = false // a version a live read already brought
+		} else {
+			c.data[s.Name] = stripped(s)
+		}
 	}
+	users := c.usersLocked()
 	c.mu.Unlock()
-	if wanted && c.onEvent != nil {
-		c.onEvent(SecretEvent{Store: c.of, Name: s.Name, Deleted: deleted, Seen: time.Now()})
+	if wanted {
+		c.announce(users, []string{s.Name}, false)
 	}
+}
+
+// stripped copies what secret-relay needs of a Secret: no managed fields, labels or
+// annotations.
+func stripped(s *corev1.Secret) *corev1.Secret {
+	return &corev1.Secret{
+		TypeMeta:   s.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion},
+		Type:       s.Type,
+		Data:       s.Data,
+	}
+}
+
+func (c *Cache) isWanted(name string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.wanted[name]
 }
 
 // Want marks names as needed by local copies, so that their data is kept from now
@@ -382,7 +490,7 @@ func (c *Cache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
 		return s, nil
 	}
 	c.Want(name)
-	if !c.informer.HasSynced() && !c.isBroken() {
+	if c.waitsForList() {
 		// A cache just started: its first list is on the way and holds this Secret.
 		wait, cancel := context.WithTimeout(ctx, firstListWait)
 		c.waitSynced(wait)
@@ -403,7 +511,7 @@ func (c *Cache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
 		if err != nil {
 			return nil, err
 		}
-		s = stripped(s, true)
+		s = stripped(s)
 		c.mu.Lock()
 		if prev, ok := c.data[name]; !ok || newer(s, prev) {
 			c.data[name] = s
@@ -429,21 +537,30 @@ const readTimeout = 10 * time.Second
 // it reads live instead.
 const firstListWait = time.Second
 
-func (c *Cache) isBroken() bool {
+// laterThan reports whether resource version a is known to be later than b.
+func laterThan(a, b string) bool {
+	av, errA := strconv.ParseUint(a, 10, 64)
+	bv, errB := strconv.ParseUint(b, 10, 64)
+	return errA == nil && errB == nil && av > bv
+}
+
+// waitsForList reports whether the cache's first list is on the way: it runs, has
+// not listed yet, and nothing has failed.
+func (c *Cache) waitsForList() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.broken || c.noWatch
+	return c.started && !c.synced && !c.broken && !c.noWatch
 }
 
 // newer reports whether a is a later version than b. Resource versions are etcd
 // revisions in every API server secret-relay talks to; one that does not parse
 // counts as newer, so that a live read is never shadowed by a copy it cannot rank.
-func newer(a, b *corev1.Secret) bool {
-	if a.UID != b.UID {
+func newer(a, b metav1.Object) bool {
+	if a.GetUID() != b.GetUID() {
 		return true
 	}
-	av, errA := strconv.ParseUint(a.ResourceVersion, 10, 64)
-	bv, errB := strconv.ParseUint(b.ResourceVersion, 10, 64)
+	av, errA := strconv.ParseUint(a.GetResourceVersion(), 10, 64)
+	bv, errB := strconv.ParseUint(b.GetResourceVersion(), 10, 64)
 	return errA != nil || errB != nil || av > bv
 }
 

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -33,16 +34,36 @@ func countGets(client *fake.Clientset, name string) int {
 // testStoreS is a SecretStore default/s reading upstream namespace default.
 var testStoreS = &Store{Kind: "SecretStore", Namespace: "default", Name: "s"}
 
-func startCache(t *testing.T, client *fake.Clientset, events chan<- SecretEvent) *Cache {
-	c := newUpstreamCache(testStoreS, client, func(ev SecretEvent) {
+var testKey = cacheKey{namespace: "default"}
+
+func startCache(t *testing.T, client *fake.Clientset, events chan<- SecretEvent, wanted ...string) *Cache {
+	c := newUpstreamCache(testKey, client, func(ev SecretEvent) {
 		if events != nil {
 			events <- ev
 		}
 	}, nil, nil)
+	c.addUser(testStoreS)
+	c.Want(wanted...)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c.run(ctx, false)
+	c.run(ctx)
 	return c
+}
+
+func (c *Cache) isSynced() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.synced
+}
+
+func (c *Cache) held() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var names []string
+	for name := range c.data {
+		names = append(names, name)
+	}
+	return names
 }
 
 func TestUpstreamCache(t *testing.T) {
@@ -71,7 +92,7 @@ func TestUpstreamCache(t *testing.T) {
 		_, err := c.Get(context.Background(), "db")
 		require.NoError(t, err)
 		// The fake clientset's watch delivers only what happens after it opens.
-		require.Eventually(t, func() bool { return c.informer.HasSynced() && c.watchStarted() }, 5*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return c.isSynced() && c.watchStarted() }, 5*time.Second, 10*time.Millisecond)
 
 		updated := upstreamSecret("db", "v2")
 		updated.ResourceVersion = "2"
@@ -94,18 +115,41 @@ func TestUpstreamCache(t *testing.T) {
 		}
 	})
 
-	t.Run("Trim should drop the data nobody wants, and keep what is wanted.", func(t *testing.T) {
+	t.Run("The first list should keep only what is wanted.", func(t *testing.T) {
 		client := fake.NewClientset(upstreamSecret("wanted", "w"), upstreamSecret("other", "o"))
-		c := startCache(t, client, nil)
-		c.Want("wanted")
-		require.Eventually(t, c.informer.HasSynced, 5*time.Second, 10*time.Millisecond)
-		c.trim()
-		_, keptOther := c.cached("other")
-		assert.False(t, keptOther, "unwanted data is dropped")
+		events := make(chan SecretEvent, 10)
+		c := startCache(t, client, events, "wanted")
+		require.Eventually(t, c.isSynced, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, []string{"wanted"}, c.held(), "nothing of a Secret nobody wants is kept")
 		s, ok := c.cached("wanted")
 		require.True(t, ok)
 		assert.Equal(t, []byte("w"), s.Data["k"])
 		assert.Zero(t, countGets(client, "wanted"))
+		assert.Empty(t, events, "every copy is checked at start: the first list is not announced")
+	})
+
+	t.Run("A relist should announce what changed and what went, and keep a live read newer than the list.", func(t *testing.T) {
+		c := newUpstreamCache(testKey, fake.NewClientset(), nil, nil, nil)
+		var events []SecretEvent
+		c.onEvent = func(ev SecretEvent) { events = append(events, ev) }
+		c.addUser(testStoreS)
+		c.Want("same", "changed", "gone", "created")
+		version := func(name, rv string) *corev1.Secret {
+			s := upstreamSecret(name, rv)
+			s.ResourceVersion = rv
+			return s
+		}
+		store := reflectorStore{c}
+		require.NoError(t, store.Replace([]any{version("same", "5"), version("changed", "5"), version("gone", "5"), version("unwanted", "5")}, "5"))
+		require.Empty(t, events)
+		c.data["created"] = version("created", "9") // read live after the list was taken
+		require.NoError(t, store.Replace([]any{version("same", "5"), version("changed", "7")}, "8"))
+		var said []string
+		for _, ev := range events {
+			said = append(said, fmt.Sprintf("%s deleted=%t", ev.Name, ev.Deleted))
+		}
+		assert.Equal(t, []string{"changed deleted=false", "gone deleted=true"}, said)
+		assert.ElementsMatch(t, []string{"same", "changed", "created"}, c.held())
 	})
 
 	t.Run("A broken watch should send reads upstream instead of to the cache.", func(t *testing.T) {
@@ -123,11 +167,11 @@ func TestUpstreamCache(t *testing.T) {
 	})
 
 	t.Run("The end of an old watch should not mark a newer one broken.", func(t *testing.T) {
-		c := newUpstreamCache(testStoreS, fake.NewClientset(), nil, nil, nil)
+		c := newUpstreamCache(testKey, fake.NewClientset(), nil, nil, nil)
 		old := c.watchOpened()
 		c.watchOpened()
 		c.watchEnded(old)
-		assert.False(t, c.isBroken())
+		assert.False(t, c.broken)
 	})
 }
 

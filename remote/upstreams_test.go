@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,7 +127,11 @@ func TestUpstreams(t *testing.T) {
 		c, err := w.upstreams.For(context.Background(), w.grant(t, "team-a", own))
 		require.NoError(t, err)
 		w.upstreams.Forget("SecretStore team-a/own")
-		assert.Eventually(t, c.informer.IsStopped, 5*time.Second, 10*time.Millisecond)
+		select {
+		case <-c.stopped:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the cache of a deleted store still runs")
+		}
 	})
 }
 
@@ -300,26 +305,80 @@ func TestCountRequests(t *testing.T) {
 	assert.Equal(t, 1.0, count("get", "error"), "no response: counted as error")
 }
 
-func TestUpstreamsTrim(t *testing.T) {
-	down := []runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a")}
-	stores := []runtime.Object{remotetest.Store(t, v1alpha1.SecretStoreKind, "team-a", "own", "")}
-	w := newUpstreamWorld(t, stores, down,
-		remotetest.UpstreamSecret("db", map[string]string{"k": "v"}), remotetest.UpstreamSecret("unused", map[string]string{"k": "v"}))
-	c, err := w.upstreams.For(context.Background(), w.grant(t, "team-a", own))
+func TestUpstreamsSharing(t *testing.T) {
+	down := []runtime.Object{
+		remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a"),
+		remotetest.Namespace("team-b", nil), remotetest.TokenSecret("team-b"),
+		remotetest.Namespace("team-c", nil), remotetest.TokenSecret("team-c"),
+	}
+	down[5].(*corev1.Secret).Data["token"] = []byte("another identity")
+	stores := []runtime.Object{
+		remotetest.Store(t, v1alpha1.SecretStoreKind, "team-a", "own", ""),
+		remotetest.Store(t, v1alpha1.SecretStoreKind, "team-b", "own", ""),
+		remotetest.Store(t, v1alpha1.SecretStoreKind, "team-c", "own", ""),
+	}
+	w := newUpstreamWorld(t, stores, down, remotetest.UpstreamSecret("db", map[string]string{"k": "v"}))
+	var mu sync.Mutex
+	heard := map[string]int{}
+	w.upstreams.OnEvent(func(ev SecretEvent) { mu.Lock(); heard[ev.Store.String()]++; mu.Unlock() })
+	w.upstreams.Hold()
+	a, err := w.upstreams.For(context.Background(), w.grant(t, "team-a", own))
 	require.NoError(t, err)
-	require.True(t, cache.WaitForCacheSync(t.Context().Done(), c.informer.HasSynced))
-	c.Want("db")
-	_, held := c.cached("unused")
-	assert.True(t, held, "until the copies have said what they want, the first list is kept")
-
-	w.upstreams.Trim()
-	_, held = c.cached("unused")
-	assert.False(t, held, "what no copy wants is dropped")
-	_, held = c.cached("db")
-	assert.True(t, held)
-
-	client, err := w.upstreams.clients.For(context.Background(), c.of)
+	b, err := w.upstreams.For(context.Background(), w.grant(t, "team-b", own))
 	require.NoError(t, err)
-	assert.Same(t, w.up, client, "the store's client, built once")
-	assert.Equal(t, 1, w.builds)
+	other, err := w.upstreams.For(context.Background(), w.grant(t, "team-c", own))
+	require.NoError(t, err)
+
+	assert.Same(t, a, b, "one identity on one namespace: one cache")
+	assert.NotSame(t, a, other, "other credentials never share a cache")
+	assert.Equal(t, 3, w.builds, "each store keeps its own client")
+	assert.False(t, a.isStarted(), "held caches wait")
+	assert.Zero(t, countActions(w.up, "list"))
+
+	a.Want("db")
+	w.upstreams.Release()
+	require.Eventually(t, func() bool { return a.isSynced() && other.isSynced() }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 2, countActions(w.up, "list"), "one list per cache, not per store")
+	assert.Equal(t, []string{"db"}, a.held())
+	assert.Empty(t, other.held(), "what one identity wants is not kept for another")
+	require.Eventually(t, a.watchStarted, 5*time.Second, 10*time.Millisecond)
+	changed := remotetest.UpstreamSecret("db", map[string]string{"k": "v2"})
+	changed.ResourceVersion = "2" // the fake clientset keeps versions as given
+	_, err = w.up.CoreV1().Secrets("default").Update(context.Background(), changed, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	assert.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return heard["SecretStore team-a/own"] == 1 && heard["SecretStore team-b/own"] == 1
+	}, 5*time.Second, 10*time.Millisecond, "every store sharing the cache hears of the change")
+	assert.Zero(t, heard["SecretStore team-c/own"])
+
+	w.upstreams.Forget("SecretStore team-a/own")
+	select {
+	case <-a.stopped:
+		t.Fatal("a cache still in use was stopped")
+	case <-time.After(50 * time.Millisecond):
+	}
+	w.upstreams.Forget("SecretStore team-b/own")
+	select {
+	case <-a.stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cache no store uses still runs")
+	}
+}
+
+func (c *Cache) isStarted() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.started
+}
+
+func countActions(client *fake.Clientset, verb string) int {
+	n := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == verb && a.GetResource().Resource == "secrets" {
+			n++
+		}
+	}
+	return n
 }
