@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"maps"
@@ -53,7 +54,7 @@ func (c ClientsetLocalSecrets) Apply(ctx context.Context, existing, desired *cor
 	}
 	// A Secret's type never changes, nor an immutable Secret's data: both are
 	// replaced. Its metadata may still change in place.
-	if existing.Type != desired.Type || ptr.Deref(existing.Immutable, false) && !maps.EqualFunc(existing.Data, desired.Data, bytes.Equal) {
+	if existing.Type != desired.Type || ptr.Deref(existing.Immutable, false) && !HoldsData(existing, desired.Data) {
 		return c.replace(ctx, existing, desired, dry)
 	}
 	update := existing.DeepCopy()
@@ -127,6 +128,10 @@ func holdsValue(msg string, data map[string][]byte) bool {
 // ManagedSecrets is a watch cache of the Secrets secret-relay manages downstream
 // (those with its managed-by label), so that a warm admission and the sync
 // controller read local copies without an API call. Writes go to the API.
+//
+// It keeps no values: each copy's data is replaced by a digest (see HoldsData), so
+// that 10,000 copies cost their metadata, not their data a second time beside the
+// upstream cache. A copy someone edited by hand still differs from what is desired.
 type ManagedSecrets struct {
 	ClientsetLocalSecrets
 	informer cache.SharedIndexInformer
@@ -137,7 +142,7 @@ func NewManagedSecrets(kube kubernetes.Interface) *ManagedSecrets {
 	inf := cache.NewSharedIndexInformer(secretsListWatch(kube, metav1.NamespaceAll, func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelManagedBy + "=" + ManagedByValue
 	}), &corev1.Secret{}, 0, cache.Indexers{})
-	_ = inf.SetTransform(StripManagedFields) // cannot fail before the informer runs
+	_ = inf.SetTransform(digestOnly) // cannot fail before the informer runs
 	return &ManagedSecrets{ClientsetLocalSecrets: ClientsetLocalSecrets{Client: kube}, informer: inf}
 }
 
@@ -156,7 +161,8 @@ func (m *ManagedSecrets) Synced() bool { return m.informer.HasSynced() }
 // Informer is the underlying informer, for the sync controller's event handlers.
 func (m *ManagedSecrets) Informer() cache.SharedIndexInformer { return m.informer }
 
-// Get returns the managed Secret from the cache, shared: it must not be modified. A
+// Get returns the managed Secret from the cache, shared: it must not be modified, and
+// its data is a digest that only HoldsData reads. A
 // name the cache does not hold is reported as absent even if an unmanaged Secret has
 // it: creating it then fails with AlreadyExists, and the mutator reads it with Latest
 // and refuses to touch it.
@@ -185,6 +191,35 @@ func secretsListWatch(kube kubernetes.Interface, namespace string, tweak func(*m
 			return secrets.Watch(ctx, o)
 		},
 	}
+}
+
+// digestKey holds, in a cached copy, the digest that stands for its data. No Secret
+// can have this key (data keys are made of [-._a-zA-Z0-9]), so a cached copy written
+// back by mistake is refused by the API server rather than stored.
+const digestKey = "\x00sha256"
+
+// digestOnly is the copies cache's transform: no managed fields, and the data
+// replaced by its unkeyed digest. The digest lives in memory only: written anywhere,
+// it would let a reader who can guess a value confirm it.
+func digestOnly(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return StripManagedFields(obj)
+	}
+	s.ManagedFields = nil
+	if _, done := s.Data[digestKey]; !done {
+		s.Data = map[string][]byte{digestKey: LengthDelimitedSum(sha256.New(), s.Data)}
+	}
+	return s, nil
+}
+
+// HoldsData reports whether Secret s holds exactly data. s may be a copy from the
+// cache, which keeps only the digest of its data.
+func HoldsData(s *corev1.Secret, data map[string][]byte) bool {
+	if d, ok := s.Data[digestKey]; ok {
+		return bytes.Equal(d, LengthDelimitedSum(sha256.New(), data))
+	}
+	return maps.EqualFunc(s.Data, data, bytes.Equal)
 }
 
 // StripManagedFields is an informer transform that drops managed fields before an

@@ -222,6 +222,17 @@ func TestManagedSecrets(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, got)
 
+	got, err = m.Get(ctx, "default", "db")
+	require.NoError(t, err)
+	assert.NotContains(t, fmt.Sprint(got.Data), "v", "the cache keeps no values")
+	assert.True(t, relay.HoldsData(got, bytesData(map[string]string{"k": "v"})), "but tells equal data")
+	assert.False(t, relay.HoldsData(got, bytesData(map[string]string{"k": "edited"})), "and changed data")
+	assert.False(t, relay.HoldsData(got, bytesData(map[string]string{"k": "v", "extra": ""})))
+	require.NoError(t, m.Apply(ctx, got, localCopy(corev1.SecretTypeOpaque, map[string]string{"k": "new"}), false))
+	written, err := kube.CoreV1().Secrets("default").Get(ctx, "db", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, bytesData(map[string]string{"k": "new"}), written.Data, "an update from the cache writes the desired data, never the digest")
+
 	other := fake.NewClientset()
 	writer := m.WritingWith(other)
 	require.NoError(t, writer.Apply(ctx, nil, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "new", Namespace: "default"}}, false))

@@ -209,10 +209,10 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 
 // CheckExisting decides what to do with the local Secret that already has the desired
 // Secret's name. existing == nil means write. It returns write=false when existing is
-// managed, from the same Source, and has the same type, data and token (under
-// tokens), and an *Error (ErrNotManaged, ErrOtherSource) when existing is not
-// secret-relay's to change.
-func CheckExisting(existing, desired *corev1.Secret, tokens Tokenizer) (write bool, err error) {
+// managed, from the same Source, and has the same type, data and token, and an
+// *Error (ErrNotManaged, ErrOtherSource) when existing is not secret-relay's to
+// change. existing may be a copy from the cache, which keeps only a digest of data.
+func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
 	if existing == nil {
 		return true, nil
 	}
@@ -235,12 +235,11 @@ func CheckExisting(existing, desired *corev1.Secret, tokens Tokenizer) (write bo
 			return false, &Error{Reason: ErrOtherSource, Namespace: desired.Namespace, Secret: desired.Name, Other: have.Store.String()}
 		}
 	}
-	token := desired.Annotations[AnnotationDataHash]
-	// The data is tokenized again rather than trusting the annotation, so that a copy
+	// The data is compared again rather than trusting the annotation, so that a copy
 	// someone edited by hand is put back; a copy whose annotation an older version
 	// wrote, or another key made, is re-annotated.
 	same := existing.Type == desired.Type &&
-		existing.Annotations[AnnotationDataHash] == token &&
-		tokens.Token(existing.Data) == token
+		existing.Annotations[AnnotationDataHash] == desired.Annotations[AnnotationDataHash] &&
+		HoldsData(existing, desired.Data)
 	return !same, nil
 }

@@ -597,7 +597,7 @@ func TestCheckExisting(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			assert := assert.New(t)
 			before := test.existing.DeepCopy()
-			write, err := relay.CheckExisting(test.existing, desired, testTokens)
+			write, err := relay.CheckExisting(test.existing, desired)
 			assert.Equal(before, test.existing, "relay.CheckExisting must not change the Secret it checks")
 			if test.expErr != "" {
 				require.Error(t, err)

@@ -162,7 +162,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 			return res, err
 		}
 		tokens[req.Name] = plans[i].Annotations[relay.AnnotationDataHash]
-		write, err := relay.CheckExisting(existing[i], plans[i], m.cfg.Tokens)
+		write, err := relay.CheckExisting(existing[i], plans[i])
 		if err != nil {
 			return res, err
 		}
@@ -277,7 +277,7 @@ func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, d
 			if err != nil {
 				return &relay.Error{Reason: relay.ErrReadFailed, Namespace: desired.Namespace, Secret: desired.Name, Detail: relay.DescribeWriteError(err, nil)}
 			}
-			if write, err := relay.CheckExisting(latest, desired, m.cfg.Tokens); err != nil || !write {
+			if write, err := relay.CheckExisting(latest, desired); err != nil || !write {
 				return err // someone else's, or current already
 			}
 			existing = latest

@@ -64,6 +64,23 @@ func TestSync(t *testing.T) {
 		}
 	})
 
+	t.Run("A copy edited by hand should be put back, though the cache keeps only a digest of its data.", func(t *testing.T) {
+		copied, err := secrets.Get(ctx, "pulled-secrets", metav1.GetOptions{})
+		require.NoError(t, err)
+		want := copied.Data["username"]
+		copied.Data["username"] = []byte("edited by hand")
+		_, err = secrets.Update(ctx, copied, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			s, err := secrets.Get(ctx, "pulled-secrets", metav1.GetOptions{})
+			require.NoError(t, err)
+			return string(s.Data["username"]) == string(want)
+		}, 5*time.Second, 50*time.Millisecond, "the sync puts the upstream data back")
+		restored, err := secrets.Get(ctx, "pulled-secrets", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, map[string][]byte{"username": want}, restored.Data, "the digest the cache keeps never reaches the API")
+	})
+
 	t.Run("An upstream deletion should keep the copy and leave a Warning event on it.", func(t *testing.T) {
 		require.NoError(t, w.Up.Client.CoreV1().Secrets("default").Delete(ctx, "db-credentials", metav1.DeleteOptions{}))
 		var event *corev1.Event
