@@ -10,12 +10,20 @@ import (
 	"github.com/secret-relay/secret-relay/relay"
 )
 
-// Client rate limits for one upstream store. They are set explicitly because
-// client-go's defaults (5 QPS, burst 10) would throttle a burst of admissions, and
-// an unbounded client would let one busy downstream cluster hammer the upstream.
+// Client rate limits for one upstream store. They are set explicitly: client-go's
+// defaults (5 QPS, burst 10) would throttle a burst of admissions. Upstream reads
+// come from admissions the downstream API server has already let in, one per
+// distinct cold Secret (concurrent misses share a read, warm ones make none), so the
+// bucket must hold a burst of pods: 600 pods at once, each wanting its own new
+// Secret, found 298 refused at 50/100, the client waiting past the admission
+// deadline while the upstream answered each GET in milliseconds. The upstream
+// protects itself with priority and fairness: a 429 makes client-go wait its
+// Retry-After and retry, and a read that still cannot finish in time is a
+// secret-relay: denial the ReplicaSet retries. The limit stays finite so that one
+// busy downstream cluster cannot take more than its share of an upstream.
 const (
-	UpstreamQPS   = 50
-	UpstreamBurst = 100
+	UpstreamQPS   = 500
+	UpstreamBurst = 1000
 )
 
 // Endpoint is everything a store tells us about reaching an upstream API server,

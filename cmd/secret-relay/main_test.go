@@ -119,3 +119,17 @@ func TestProfilingIsOffByDefault(t *testing.T) {
 		assert.Equal(t, c.want, rec.Code, "profiling %v", c.profiling)
 	}
 }
+
+func TestSoftMemoryLimit(t *testing.T) {
+	limit, err := softMemoryLimit("", "268435456")
+	require.NoError(t, err)
+	assert.Equal(t, int64(228170137), limit, "85% of the container's limit")
+	limit, err = softMemoryLimit("200MiB", "268435456")
+	require.NoError(t, err)
+	assert.Zero(t, limit, "GOMEMLIMIT, when given, wins")
+	limit, err = softMemoryLimit("", "")
+	require.NoError(t, err)
+	assert.Zero(t, limit, "no limit, nothing set")
+	_, err = softMemoryLimit("", "256Mi")
+	assert.ErrorContains(t, err, memoryLimitEnv+` must be a number of bytes, got "256Mi"`)
+}

@@ -84,9 +84,9 @@ func assertDeployment(t *testing.T, objs objects, ns string, replicas int32) {
 	assert.Contains(t, c.Env, corev1.EnvVar{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
 		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"},
 	}})
-	assert.Contains(t, c.Env, corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{
+	assert.Contains(t, c.Env, corev1.EnvVar{Name: "SECRET_RELAY_MEMORY_LIMIT", ValueFrom: &corev1.EnvVarSource{
 		ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory"},
-	}}, "the Go runtime knows the memory limit")
+	}}, "secret-relay knows the memory limit, and gives the Go runtime a share of it")
 
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
