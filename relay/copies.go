@@ -60,6 +60,7 @@ func (c ClientsetLocalSecrets) Apply(ctx context.Context, existing, desired *cor
 	update := existing.DeepCopy()
 	update.Data = desired.Data
 	update.StringData = nil
+	delete(update.Annotations, digestKey) // a copy from the cache
 	if update.Labels == nil {
 		update.Labels = map[string]string{}
 	}
@@ -129,9 +130,10 @@ func holdsValue(msg string, data map[string][]byte) bool {
 // (those with its managed-by label), so that a warm admission and the sync
 // controller read local copies without an API call. Writes go to the API.
 //
-// It keeps no values: each copy's data is replaced by a digest (see HoldsData), so
-// that 10,000 copies cost their metadata, not their data a second time beside the
-// upstream cache. A copy someone edited by hand still differs from what is desired.
+// It keeps no values: each copy's data is replaced by a digest (see digestOnly),
+// so that 10,000 copies cost their metadata, not their data a second time beside
+// the upstream cache. A copy someone edited by hand still differs from what is
+// desired.
 type ManagedSecrets struct {
 	ClientsetLocalSecrets
 	informer cache.SharedIndexInformer
@@ -193,22 +195,36 @@ func secretsListWatch(kube kubernetes.Interface, namespace string, tweak func(*m
 	}
 }
 
-// digestKey holds, in a cached copy, the digest that stands for its data. No Secret
-// can have this key (data keys are made of [-._a-zA-Z0-9]), so a cached copy written
-// back by mistake is refused by the API server rather than stored.
+// digestKey is the annotation that holds, in a cached copy, the digest that stands
+// for its data. No object can have it (annotation keys are qualified names), so a
+// cached copy written back by mistake is refused by the API server rather than
+// stored; Apply drops it.
 const digestKey = "\x00sha256"
 
-// digestOnly is the copies cache's transform: no managed fields, and the data
-// replaced by its unkeyed digest. The digest lives in memory only: written anywhere,
-// it would let a reader who can guess a value confirm it.
+// managedLabels are the labels of nearly every copy, shared by the cached copies
+// that have no others. Cached objects are never modified.
+var managedLabels = map[string]string{LabelManagedBy: ManagedByValue}
+
+// digestOnly is the copies cache's transform. It keeps what CheckExisting and Apply
+// read, in as little memory as it can: no managed fields, the data replaced by its
+// unkeyed digest, and labels shared when they are secret-relay's alone. The digest lives in memory only: written
+// anywhere, it would let a reader who can guess a value confirm it.
 func digestOnly(obj any) (any, error) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
 		return StripManagedFields(obj)
 	}
+	if _, done := s.Annotations[digestKey]; done {
+		return s, nil
+	}
 	s.ManagedFields = nil
-	if _, done := s.Data[digestKey]; !done {
-		s.Data = map[string][]byte{digestKey: LengthDelimitedSum(sha256.New(), s.Data)}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[digestKey] = string(LengthDelimitedSum(sha256.New(), s.Data))
+	s.Data = nil
+	if maps.Equal(s.Labels, managedLabels) {
+		s.Labels = managedLabels
 	}
 	return s, nil
 }
@@ -216,8 +232,8 @@ func digestOnly(obj any) (any, error) {
 // HoldsData reports whether Secret s holds exactly data. s may be a copy from the
 // cache, which keeps only the digest of its data.
 func HoldsData(s *corev1.Secret, data map[string][]byte) bool {
-	if d, ok := s.Data[digestKey]; ok {
-		return bytes.Equal(d, LengthDelimitedSum(sha256.New(), data))
+	if d, ok := s.Annotations[digestKey]; ok {
+		return d == string(LengthDelimitedSum(sha256.New(), data))
 	}
 	return maps.EqualFunc(s.Data, data, bytes.Equal)
 }
