@@ -81,8 +81,9 @@ func (c *MutatorConfig) defaults() error {
 
 // Mutator relays the Secrets a pod asks for and mutates the pod to match.
 type Mutator struct {
-	cfg    MutatorConfig
-	parsed parsedAnnotations
+	cfg      MutatorConfig
+	parsed   parsedAnnotations
+	verified verifiedPods
 	// writes shares one write among concurrent admissions that want the same
 	// Secret with the same data: a burst of pods of one workload creates it once
 	// instead of racing into conflicts that each cost an API read.
@@ -137,11 +138,13 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 	upstreamCtx, cancel := context.WithTimeout(ctx, m.cfg.UpstreamTimeout)
 	defer cancel()
 	fetch := m.fetcher(ns)
+	remotes := make([]relay.RemoteSecrets, len(reqs))
+	servedFromCopy := false
 	for i, req := range reqs {
 		if existing[i], err = m.cfg.Local.Get(ctx, ns, req.Name); err != nil {
 			return res, &relay.Error{Reason: relay.ErrReadFailed, Namespace: ns, Secret: req.Name, Detail: relay.DescribeWriteError(err, nil)}
 		}
-		remote, err := fetch(upstreamCtx, req)
+		remotes[i], err = fetch(upstreamCtx, req)
 		if errors.Is(err, relay.ErrUnreachable) {
 			copyToken, warning, ok := fallbackCopy(existing[i], req)
 			if !ok {
@@ -153,12 +156,27 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 			}
 			res.Warnings = append(res.Warnings, warning)
 			tokens[req.Name] = copyToken
+			servedFromCopy = true
 			continue
 		}
 		if err != nil {
 			return res, err
 		}
-		if plans[i], err = relay.PlanSecret(ns, req, remote, m.cfg.Now(), m.cfg.Tokens); err != nil {
+	}
+
+	key, versions := keyOf(ns, pod), ""
+	if !servedFromCopy {
+		versions = versionsOf(existing, remotes, reqs, m.cfg.Tokens)
+		if verified, ok := m.verified.get(key, versions); ok {
+			return res, MutatePod(pod, reqs, verified)
+		}
+	}
+	current := true
+	for i, req := range reqs {
+		if remotes[i] == nil {
+			continue // served from a copy while upstream is unreachable
+		}
+		if plans[i], err = relay.PlanSecret(ns, req, remotes[i], m.cfg.Now(), m.cfg.Tokens); err != nil {
 			return res, err
 		}
 		tokens[req.Name] = plans[i].Annotations[relay.AnnotationDataHash]
@@ -169,6 +187,10 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		if !write {
 			plans[i] = nil // current already: the warm path writes nothing
 		}
+		current = current && !write
+	}
+	if current && !servedFromCopy {
+		m.verified.put(key, versions, tokens)
 	}
 
 	for i, desired := range plans {

@@ -1,0 +1,87 @@
+package webhook
+
+import (
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/secret-relay/secret-relay/relay"
+)
+
+// verifiedCacheSize bounds the memo of verified pods, as parsedCacheSize bounds the
+// parsed annotations: one entry per workload and namespace.
+const verifiedCacheSize = 4096
+
+// verifiedPods memoizes the outcome of warm admissions: a pod's copies were all
+// current, with these tokens, when the local copies and the upstream Secrets they
+// read were at these versions. While every version stands, planning the copies again
+// (their data, source and token) would give what it gave then; it was most of the
+// cost of a warm admission of a pod with ten copies.
+type verifiedPods struct {
+	mu      sync.Mutex
+	entries map[verifiedKey]verifiedResult
+}
+
+// verifiedKey is what a pod asks for: its namespace and its annotations' text.
+type verifiedKey struct{ namespace, store, secrets string }
+
+type verifiedResult struct {
+	versions string
+	tokens   map[string]string
+}
+
+func keyOf(ns string, pod *corev1.Pod) verifiedKey {
+	return verifiedKey{namespace: ns, store: pod.Annotations[relay.AnnotationStore], secrets: pod.Annotations[relay.AnnotationSecrets]}
+}
+
+// get returns the tokens verified at versions. The result is shared and must not be
+// modified.
+func (v *verifiedPods) get(key verifiedKey, versions string) (map[string]string, bool) {
+	if versions == "" {
+		return nil, false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	r, ok := v.entries[key]
+	if !ok || r.versions != versions {
+		return nil, false
+	}
+	return r.tokens, true
+}
+
+// put records that every copy of key was current at versions.
+func (v *verifiedPods) put(key verifiedKey, versions string, tokens map[string]string) {
+	if versions == "" {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.entries == nil || len(v.entries) >= verifiedCacheSize {
+		v.entries = make(map[verifiedKey]verifiedResult, verifiedCacheSize)
+	}
+	v.entries[key] = verifiedResult{versions: versions, tokens: tokens}
+}
+
+// versionsOf names the versions a verification depends on: each local copy's and
+// each upstream Secret's UID and resource version, and the token key, through the
+// token of no data. It is "" when a version is unknown (an object without a
+// resource version): such a verification is not memoized.
+func versionsOf(existing []*corev1.Secret, remotes []relay.RemoteSecrets, reqs []relay.SecretRequest, tokens relay.Tokenizer) string {
+	var b strings.Builder
+	b.WriteString(tokens.Token(nil))
+	for i, req := range reqs {
+		if existing[i] == nil || existing[i].ResourceVersion == "" {
+			return ""
+		}
+		b.WriteString("\x00" + string(existing[i].UID) + "@" + existing[i].ResourceVersion)
+		for _, name := range req.RemoteKeys() {
+			s := remotes[i][name]
+			if s == nil || s.ResourceVersion == "" {
+				return ""
+			}
+			b.WriteString("\x00" + string(s.UID) + "@" + s.ResourceVersion)
+		}
+	}
+	return b.String()
+}
