@@ -76,11 +76,14 @@ type fleetStage struct {
 	PodsRefused  int     `json:"podsRefused"`
 	FirstRefusal string  `json:"firstRefusal,omitempty"`
 	// RSSBaselineBytes is a fresh process with the stores and no copy.
-	RSSBaselineBytes int64   `json:"rssBaselineBytes"`
-	RSSBytes         int64   `json:"rssBytes"`
-	DataBytes        int64   `json:"dataBytes"`
-	BytesPerCopy     float64 `json:"bytesPerCopy"`
-	HeapProfile      string  `json:"heapProfile,omitempty"`
+	RSSBaselineBytes int64 `json:"rssBaselineBytes"`
+	// RSSBytes is settled (see settledRSS); RSSPeakBytes is the process's peak,
+	// since the restart that ended the stage before.
+	RSSBytes     int64   `json:"rssBytes"`
+	RSSPeakBytes int64   `json:"rssPeakBytes"`
+	DataBytes    int64   `json:"dataBytes"`
+	BytesPerCopy float64 `json:"bytesPerCopy"`
+	HeapProfile  string  `json:"heapProfile,omitempty"`
 
 	Fanout1k  fanout `json:"fanout1k"`
 	FanoutAll fanout `json:"fanoutAll"`
@@ -107,12 +110,13 @@ type fanout struct {
 
 // fleetBurst is many pods created at once, each wanting a Secret never relayed.
 type fleetBurst struct {
-	Pods       int     `json:"pods"`
-	Admitted   int     `json:"admitted"`
-	Denied     int     `json:"denied"`
-	Errors     int     `json:"errors"`
-	FirstError string  `json:"firstError,omitempty"`
-	Seconds    float64 `json:"seconds"`
+	Pods        int     `json:"pods"`
+	Admitted    int     `json:"admitted"`
+	Denied      int     `json:"denied"`
+	Errors      int     `json:"errors"`
+	FirstDenial string  `json:"firstDenial,omitempty"`
+	FirstError  string  `json:"firstError,omitempty"`
+	Seconds     float64 `json:"seconds"`
 }
 
 // measureFleet is measurement 6.
@@ -128,19 +132,15 @@ func (b *bench) measureFleet(t *testing.T) {
 	f.setUp(t)
 
 	seed := newReviewTemplate(t, seedPod("bench-fleet-restart", "default"))
-	var baseline int64
-	{
-		_, _ = b.restartRelay(t, seed)
-		time.Sleep(2 * time.Second)
-		baseline = relayRSS(t, b.w.Relay)
-	}
+	_, _ = b.restartRelay(t, seed)
+	baseline := settledRSS(t, b.w.Relay).RSS
 	created := 0
 	for _, copies := range cfg.fleetStages {
 		st := fleetStage{Copies: copies, RSSBaselineBytes: baseline}
 		f.createPods(t, created/fleetCopiesPerNamespace, copies/fleetCopiesPerNamespace, &st)
 		created = copies
-		time.Sleep(3 * time.Second) // let the last writes settle
-		st.RSSBytes = relayRSS(t, b.w.Relay)
+		mem := settledRSS(t, b.w.Relay)
+		st.RSSBytes, st.RSSPeakBytes = mem.RSS, mem.Peak
 		st.DataBytes = f.dataBytes(t, copies)
 		st.BytesPerCopy = float64(st.RSSBytes-st.RSSBaselineBytes-st.DataBytes) / float64(copies)
 		st.HeapProfile = f.heapProfile(t, copies)
@@ -449,13 +449,17 @@ func (f *fleet) burst(t *testing.T, n int) *fleetBurst {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if strings.Contains(err.Error(), "denied the request: secret-relay: ") {
+			switch {
+			case strings.Contains(err.Error(), "denied the request: secret-relay: "):
 				out.Denied++
-			} else {
+				if out.FirstDenial == "" {
+					out.FirstDenial = err.Error()
+				}
+			default:
 				out.Errors++
-			}
-			if out.FirstError == "" {
-				out.FirstError = err.Error()
+				if out.FirstError == "" {
+					out.FirstError = err.Error()
+				}
 			}
 		})
 	}
@@ -490,10 +494,11 @@ func (f *fleet) addRows(t *testing.T) {
 		f.report.add(
 			row{
 				Measurement: "fleet memory per copy beyond its data, " + what(st),
-				Relay:       fmt.Sprintf("%s (%s → %s)%s", formatBytes(int64(st.BytesPerCopy)), formatBytes(st.RSSBaselineBytes), formatBytes(st.RSSBytes), refused),
-				Baseline:    formatBytes(st.DataBytes) + " data; fresh process",
-				Target:      "≤ " + formatBytes(fleetBytesPerCopyTarget),
-				Met:         met(st.PodsRefused == 0 && st.BytesPerCopy <= fleetBytesPerCopyTarget),
+				Relay: fmt.Sprintf("%s (%s → %s settled, peak %s)%s", formatBytes(int64(st.BytesPerCopy)),
+					formatBytes(st.RSSBaselineBytes), formatBytes(st.RSSBytes), formatBytes(st.RSSPeakBytes), refused),
+				Baseline: formatBytes(st.DataBytes) + " data; fresh process",
+				Target:   "≤ " + formatBytes(fleetBytesPerCopyTarget),
+				Met:      met(st.PodsRefused == 0 && st.BytesPerCopy <= fleetBytesPerCopyTarget),
 			},
 			row{
 				Measurement: "fleet ready after restart, " + what(st),
@@ -536,8 +541,11 @@ func (f *fleet) addRows(t *testing.T) {
 			Target:      "0 failed",
 			Met:         metIf(bu.Admitted == bu.Pods),
 		})
+		if bu.FirstDenial != "" {
+			t.Logf("first burst denial: %s", bu.FirstDenial)
+		}
 		if bu.FirstError != "" {
-			t.Logf("first burst failure: %s", bu.FirstError)
+			t.Logf("first burst error: %s", bu.FirstError)
 		}
 	}
 }

@@ -1,13 +1,8 @@
 package bench_test
 
 import (
-	"bufio"
 	"crypto/rand"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -266,20 +261,31 @@ func (b *bench) relayedData(t *testing.T, ns string) (int, int64) {
 // relayRSS is the resident memory of the secret-relay process behind r.
 func relayRSS(t *testing.T, r *cluster.Relay) int64 {
 	t.Helper()
-	pid := r.PID()
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	m, err := cluster.ReadProcessMemory(r.PID())
 	require.NoError(t, err)
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// VmRSS:	   52340 kB
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 3 && fields[0] == "VmRSS:" && fields[2] == "kB" {
-			kb, err := strconv.ParseInt(fields[1], 10, 64)
-			require.NoError(t, err)
-			return kb << 10
+	return m.RSS
+}
+
+// settledRSS waits, at most a minute, for secret-relay's resident memory to stop
+// falling, and returns it with the process's peak so far. The Go runtime gives
+// freed memory back to the system gradually, so RSS read right after a burst of
+// work still holds garbage already collected: what a memory limit must hold at
+// rest is the settled figure, and the peak is reported beside it.
+func settledRSS(t *testing.T, r *cluster.Relay) cluster.ProcessMemory {
+	t.Helper()
+	last, err := cluster.ReadProcessMemory(r.PID())
+	require.NoError(t, err)
+	steady := 0
+	for deadline := time.Now().Add(time.Minute); steady < 5 && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		m, err := cluster.ReadProcessMemory(r.PID())
+		require.NoError(t, err)
+		if m.RSS >= last.RSS-last.RSS/100 {
+			steady++
+		} else {
+			steady = 0
 		}
+		last = m
 	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	return 0
+	return last
 }
