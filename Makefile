@@ -75,9 +75,16 @@ fmt: ## Format the code.
 demo: tools ## Run the seed scenario end to end on two local control planes.
 	@SECRET_RELAY_DEMO=1 KEEP=$(KEEP) go test ./test/demo -run TestDemo -count=1 -v -timeout 30m
 
+# BENCH_OUT is where make bench writes its JSON report; the fleet's scaling curve
+# goes beside it, as <report>-fleet.png.
+BENCH_OUT ?= bin/bench-results.json
+
 .PHONY: bench
-bench: tools ## Run the benchmarks, each against a baseline in the same run; writes bin/bench-results.json.
-	SECRET_RELAY_BENCH=1 go test ./test/bench/ -run TestBench -v -count=1 -timeout 60m
+bench: tools ## Run the benchmarks, each against a baseline in the same run; writes bin/bench-results.json and the fleet's curve.
+	SECRET_RELAY_BENCH=1 BENCH_OUT=$(abspath $(BENCH_OUT)) go test ./test/bench/ -run TestBench -v -count=1 -timeout 60m
+	@if grep -q '"fleet"' $(BENCH_OUT); then \
+		cd test/plot && go run . $(abspath $(BENCH_OUT)) $(abspath $(basename $(BENCH_OUT))-fleet.png) && \
+		echo "fleet scaling curve written to $(basename $(BENCH_OUT))-fleet.png"; fi
 
 # FUZZTIME is how long each fuzz target runs: make fuzz FUZZTIME=5m
 FUZZTIME ?= 1m

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -11,8 +13,10 @@ import (
 
 	"go.uber.org/zap"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/secret-relay/secret-relay/relay"
@@ -22,18 +26,46 @@ import (
 // BenchmarkWarmReview measures one review of a pod whose Secret is already relayed,
 // through the real handler, with in-memory stores: the webhook's own cost.
 func BenchmarkWarmReview(b *testing.B) {
-	client := fake.NewClientset()
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: upstream, Tokens: testTokens, Local: relay.ClientsetLocalSecrets{Client: client}, UpstreamTimeout: time.Second,
+		Stores: upstream, Tokens: testTokens, Local: relay.ClientsetLocalSecrets{Client: fake.NewClientset()}, UpstreamTimeout: time.Second,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchmarkReview(b, m, seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedSecrets}))
+}
+
+// BenchmarkWarmReviewTenCopies is BenchmarkWarmReview for the bench fleet's pod: ten
+// copies of three keys each, from versioned Secrets, as an API server serves them.
+func BenchmarkWarmReviewTenCopies(b *testing.B) {
+	secrets := map[string]*corev1.Secret{}
+	var annotation strings.Builder
+	for i := range 10 {
+		for _, name := range []string{fmt.Sprintf("f-%05d", i), "fanout-all", "fanout-1k"} {
+			secrets[name] = &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name), ResourceVersion: "7"},
+				Data:       map[string][]byte{"payload": bytes.Repeat([]byte("x"), 1024), "value": []byte("v1")},
+			}
+		}
+		fmt.Fprintf(&annotation, "- name: copy-%d\n  data:\n", i)
+		fmt.Fprintf(&annotation, "  - {secretKey: payload, remoteRef: {key: f-%05d, property: payload}}\n", i)
+		annotation.WriteString("  - {secretKey: fanout-all, remoteRef: {key: fanout-all, property: value}}\n")
+		annotation.WriteString("  - {secretKey: fanout-1k, remoteRef: {key: fanout-1k, property: value}}\n")
+	}
+	m, err := webhook.NewMutator(webhook.MutatorConfig{
+		Stores: fakeStores{"remote-k8s-store": secrets}, Tokens: testTokens, Local: &versionedSecrets{}, UpstreamTimeout: time.Second,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchmarkReview(b, m, seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: annotation.String()}))
+}
+
+func benchmarkReview(b *testing.B, m *webhook.Mutator, p *corev1.Pod) {
 	h, err := webhook.NewHandler(webhook.HandlerConfig{Mutator: m, Logger: zap.NewNop()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := seedPod(map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedSecrets})
 	raw, _ := json.Marshal(p)
 	dry := false
 	body, _ := json.Marshal(admissionv1.AdmissionReview{
@@ -43,8 +75,10 @@ func BenchmarkWarmReview(b *testing.B) {
 			Namespace: "default", Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw}, DryRun: &dry,
 		},
 	})
-	// Relay once, so that the Secret exists and later reviews are warm.
-	_, _ = m.Relay(context.Background(), "default", p.DeepCopy(), false)
+	// Relay once, so that the Secrets exist and later reviews are warm.
+	if _, err := m.Relay(context.Background(), "default", p.DeepCopy(), false); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {

@@ -104,8 +104,10 @@ type fanout struct {
 	Lag     latency `json:"lag"`
 	// WritesPerSecond is the copies reached over the time the last one took.
 	WritesPerSecond float64 `json:"writesPerSecond"`
-	// APIServerCores is the downstream API server's CPU time over that time.
+	// APIServerCores is the downstream API server's CPU time over that time, and
+	// RelayCores secret-relay's.
 	APIServerCores float64 `json:"apiServerCores"`
+	RelayCores     float64 `json:"relayCores"`
 }
 
 // fleetBurst is many pods created at once, each wanting a Secret never relayed.
@@ -344,8 +346,10 @@ func (f *fleet) fanout(t *testing.T, name string, copies int) fanout {
 	require.NoError(t, err)
 	defer rw.Stop()
 
-	pid := f.w.Down.APIServerPID(t)
+	pid, relayPID := f.w.Down.APIServerPID(t), f.w.Relay.PID()
 	cpuBefore, err := cluster.ReadProcessCPU(pid)
+	require.NoError(t, err)
+	relayBefore, err := cluster.ReadProcessCPU(relayPID)
 	require.NoError(t, err)
 	ctx, cancel = callContext(t)
 	_, err = f.up.CoreV1().Secrets(fleetUpstreamNamespace).Update(ctx, &corev1.Secret{
@@ -379,6 +383,8 @@ wait:
 	}
 	cpuAfter, err := cluster.ReadProcessCPU(pid)
 	require.NoError(t, err)
+	relayAfter, err := cluster.ReadProcessCPU(relayPID)
+	require.NoError(t, err)
 	lags := make([]time.Duration, 0, len(reached))
 	for _, d := range reached {
 		lags = append(lags, d)
@@ -389,6 +395,7 @@ wait:
 		took := lags[n-1]
 		out.WritesPerSecond = float64(n) / took.Seconds()
 		out.APIServerCores = (cpuAfter - cpuBefore).Seconds() / took.Seconds()
+		out.RelayCores = (relayAfter - relayBefore).Seconds() / took.Seconds()
 	}
 	if out.Reached < copies {
 		t.Logf("fan-out of %s reached %d of %d copies within %s", name, out.Reached, copies, f.cfg.fleetTimeout)
@@ -516,8 +523,8 @@ func (f *fleet) addRows(t *testing.T) {
 			},
 			row{
 				Measurement: fmt.Sprintf("fleet fan-out to all %d copies, last", st.FanoutAll.Copies),
-				Relay: fmt.Sprintf("%s (%d/%d, %.0f writes/s, API server %.2f cores)", formatMs(st.FanoutAll.Lag.MaxMs), st.FanoutAll.Reached, st.FanoutAll.Copies,
-					st.FanoutAll.WritesPerSecond, st.FanoutAll.APIServerCores),
+				Relay: fmt.Sprintf("%s (%d/%d, %.0f writes/s; cores: API server %.2f, secret-relay %.2f)", formatMs(st.FanoutAll.Lag.MaxMs), st.FanoutAll.Reached, st.FanoutAll.Copies,
+					st.FanoutAll.WritesPerSecond, st.FanoutAll.APIServerCores, st.FanoutAll.RelayCores),
 				Baseline: "upstream Update returned",
 				Target:   "≤ " + formatDuration(fleetFanoutAllTarget),
 				Met:      met(st.FanoutAll.Reached == st.FanoutAll.Copies && fromMs(st.FanoutAll.Lag.MaxMs) <= fleetFanoutAllTarget),
