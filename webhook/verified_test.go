@@ -85,6 +85,15 @@ func TestWarmAdmissionMemo(t *testing.T) {
 		return pod, err
 	}
 
+	// remembered admits the seed pod twice: the first writes its copy, the second
+	// finds it current and remembers it.
+	remembered := func(t *testing.T, m *webhook.Mutator) {
+		for range 2 {
+			_, err := admit(t, m)
+			require.NoError(t, err)
+		}
+	}
+
 	t.Run("A warm admission at unchanged versions should not plan the copies again.", func(t *testing.T) {
 		m, local, tokens, _ := newWorld(t)
 		first, err := admit(t, m) // writes the copy
@@ -101,10 +110,7 @@ func TestWarmAdmissionMemo(t *testing.T) {
 
 	t.Run("An upstream change should be planned and written.", func(t *testing.T) {
 		m, local, _, stores := newWorld(t)
-		for range 2 {
-			_, err := admit(t, m)
-			require.NoError(t, err)
-		}
+		remembered(t, m)
 		changed := stores["remote-k8s-store"]["user-credentials"]
 		changed.ResourceVersion, changed.Data = "11", map[string][]byte{"username": []byte("paul")}
 		_, err := admit(t, m)
@@ -116,10 +122,7 @@ func TestWarmAdmissionMemo(t *testing.T) {
 
 	t.Run("A copy edited by hand should be put back.", func(t *testing.T) {
 		m, local, _, _ := newWorld(t)
-		for range 2 {
-			_, err := admit(t, m)
-			require.NoError(t, err)
-		}
+		remembered(t, m)
 		edited, _ := local.Get(context.Background(), "default", "pulled-secrets")
 		edited = edited.DeepCopy()
 		edited.Data["username"] = []byte("mallory")
@@ -132,10 +135,7 @@ func TestWarmAdmissionMemo(t *testing.T) {
 
 	t.Run("A store the namespace may no longer use should deny, remembered or not.", func(t *testing.T) {
 		m, _, _, stores := newWorld(t)
-		for range 2 {
-			_, err := admit(t, m)
-			require.NoError(t, err)
-		}
+		remembered(t, m)
 		delete(stores, "remote-k8s-store")
 		_, err := admit(t, m)
 		require.Error(t, err)
