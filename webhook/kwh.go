@@ -11,12 +11,11 @@ import (
 	kwhlog "github.com/slok/kubewebhook/v2/pkg/log"
 	kwhmodel "github.com/slok/kubewebhook/v2/pkg/model"
 	kwhwebhook "github.com/slok/kubewebhook/v2/pkg/webhook"
-	kwhmutating "github.com/slok/kubewebhook/v2/pkg/webhook/mutating"
 	"go.uber.org/zap"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/secret-relay/secret-relay/relay"
 )
@@ -51,30 +50,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		cfg.Observe = func(string) {}
 	}
 	logger := NewKubewebhookLogger(cfg.Logger)
-	mutate := kwhmutating.MutatorFunc(func(ctx context.Context, ar *kwhmodel.AdmissionReview, obj metav1.Object) (*kwhmutating.MutatorResult, error) {
-		pod, ok := obj.(*corev1.Pod)
-		if !ok {
-			return nil, fmt.Errorf("expected a pod, got %T", obj)
-		}
-		res, err := cfg.Mutator.Relay(ctx, ar.Namespace, pod, ar.DryRun)
-		if err != nil {
-			return nil, err
-		}
-		if len(res.Written) > 0 {
-			cfg.Logger.Debug("relayed", zap.String("namespace", ar.Namespace), zap.String("pod", pod.Name+pod.GenerateName),
-				zap.Strings("written", res.Written))
-		}
-		return &kwhmutating.MutatorResult{MutatedObject: pod, Warnings: res.Warnings}, nil
-	})
-	wh, err := kwhmutating.NewWebhook(kwhmutating.WebhookConfig{
-		ID:      WebhookID,
-		Obj:     &corev1.Pod{},
-		Mutator: mutate,
-		Logger:  logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("could not create the webhook: %w", err)
-	}
+	var wh kwhwebhook.Webhook = podWebhook{mutator: cfg.Mutator, logger: cfg.Logger}
 	wh = denyDecorator{next: wh, observe: cfg.Observe}
 	if cfg.Metrics != nil {
 		wh = kwhwebhook.NewMeasuredWebhook(cfg.Metrics, wh)
@@ -99,6 +75,40 @@ func recoverBadReviews(next http.Handler, logger *zap.Logger) http.Handler {
 		}()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// podWebhook is the mutating webhook: it decodes the pod, relays it, and answers
+// with the JSON patch podPatch builds. It stands in for kubewebhook's mutating
+// webhook, which encodes the mutated pod and diffs it against the review's JSON:
+// a quarter of a warm review, for a patch secret-relay knows already.
+type podWebhook struct {
+	mutator *Mutator
+	logger  *zap.Logger
+}
+
+func (podWebhook) ID() string                 { return WebhookID }
+func (podWebhook) Kind() kwhmodel.WebhookKind { return kwhmodel.WebhookKindMutating }
+
+func (w podWebhook) Review(ctx context.Context, ar kwhmodel.AdmissionReview) (kwhmodel.AdmissionResponse, error) {
+	pod := &corev1.Pod{}
+	// Case-sensitive, as the API server and kubewebhook decode.
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(ar.NewObjectRaw, pod); err != nil {
+		return nil, Denyf("the review's object is not a pod: %v", err)
+	}
+	before := pod.DeepCopy()
+	res, err := w.mutator.Relay(ctx, ar.Namespace, pod, ar.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Written) > 0 {
+		w.logger.Debug("relayed", zap.String("namespace", ar.Namespace), zap.String("pod", pod.Name+pod.GenerateName),
+			zap.Strings("written", res.Written))
+	}
+	patch, err := podPatch(before, pod)
+	if err != nil {
+		return nil, fmt.Errorf("could not make the pod's patch: %w", err)
+	}
+	return &kwhmodel.MutatingAdmissionResponse{ID: ar.ID, JSONPatchPatch: patch, Warnings: res.Warnings}, nil
 }
 
 // denyDecorator answers pods that carry no secret-relay.io/secrets with an empty
@@ -159,5 +169,8 @@ func wantsRelay(raw []byte) bool {
 
 var secretsKeyJSON = []byte(`"` + relay.AnnotationSecrets + `"`)
 
-var _ kwhwebhook.Webhook = denyDecorator{}
+var (
+	_ kwhwebhook.Webhook = denyDecorator{}
+	_ kwhwebhook.Webhook = podWebhook{}
+)
 var _ kwhlog.Logger = (*KubewebhookLogger)(nil)
