@@ -119,6 +119,10 @@ type fleetBurst struct {
 	FirstDenial string  `json:"firstDenial,omitempty"`
 	FirstError  string  `json:"firstError,omitempty"`
 	Seconds     float64 `json:"seconds"`
+	// APIServerCores is the downstream API server's CPU time over the burst, and
+	// RelayCores secret-relay's: which of them was the limit.
+	APIServerCores float64 `json:"apiServerCores"`
+	RelayCores     float64 `json:"relayCores"`
 }
 
 // measureFleet is measurement 6.
@@ -346,11 +350,7 @@ func (f *fleet) fanout(t *testing.T, name string, copies int) fanout {
 	require.NoError(t, err)
 	defer rw.Stop()
 
-	pid, relayPID := f.w.Down.APIServerPID(t), f.w.Relay.PID()
-	cpuBefore, err := cluster.ReadProcessCPU(pid)
-	require.NoError(t, err)
-	relayBefore, err := cluster.ReadProcessCPU(relayPID)
-	require.NoError(t, err)
+	cpu := startCPU(t, f.w.Down.APIServerPID(t), f.w.Relay.PID())
 	ctx, cancel = callContext(t)
 	_, err = f.up.CoreV1().Secrets(fleetUpstreamNamespace).Update(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string][]byte{"value": []byte(value)},
@@ -381,10 +381,6 @@ wait:
 			break wait
 		}
 	}
-	cpuAfter, err := cluster.ReadProcessCPU(pid)
-	require.NoError(t, err)
-	relayAfter, err := cluster.ReadProcessCPU(relayPID)
-	require.NoError(t, err)
 	lags := make([]time.Duration, 0, len(reached))
 	for _, d := range reached {
 		lags = append(lags, d)
@@ -392,10 +388,8 @@ wait:
 	slices.Sort(lags)
 	out := fanout{Copies: copies, Reached: len(reached), Lag: summarize(lags)}
 	if n := len(lags); n > 0 {
-		took := lags[n-1]
-		out.WritesPerSecond = float64(n) / took.Seconds()
-		out.APIServerCores = (cpuAfter - cpuBefore).Seconds() / took.Seconds()
-		out.RelayCores = (relayAfter - relayBefore).Seconds() / took.Seconds()
+		out.WritesPerSecond = float64(n) / lags[n-1].Seconds()
+		out.APIServerCores, out.RelayCores = cpu.coresOver(t, lags[n-1])
 	}
 	if out.Reached < copies {
 		t.Logf("fan-out of %s reached %d of %d copies within %s", name, out.Reached, copies, f.cfg.fleetTimeout)
@@ -470,10 +464,12 @@ func (f *fleet) burst(t *testing.T, n int) *fleetBurst {
 			}
 		})
 	}
+	cpu := startCPU(t, f.w.Down.APIServerPID(t), f.w.Relay.PID())
 	start := time.Now()
 	close(release)
 	wg.Wait()
 	out.Seconds = time.Since(start).Seconds()
+	out.APIServerCores, out.RelayCores = cpu.cores(t)
 	out.Admitted = int(admitted.Load())
 	return out
 }
@@ -543,10 +539,11 @@ func (f *fleet) addRows(t *testing.T) {
 	if bu := res.Burst; bu != nil {
 		f.report.add(row{
 			Measurement: fmt.Sprintf("fleet burst: %d pods at once, each a new Secret", bu.Pods),
-			Relay:       fmt.Sprintf("%d failed (%d denied, %d errors) in %s", bu.Denied+bu.Errors, bu.Denied, bu.Errors, formatDuration(seconds(bu.Seconds))),
-			Baseline:    fmt.Sprintf("%d pods", bu.Pods),
-			Target:      "0 failed",
-			Met:         metIf(bu.Admitted == bu.Pods),
+			Relay: fmt.Sprintf("%d failed (%d denied, %d errors) in %s; cores: API server %.2f, secret-relay %.2f", bu.Denied+bu.Errors, bu.Denied, bu.Errors,
+				formatDuration(seconds(bu.Seconds)), bu.APIServerCores, bu.RelayCores),
+			Baseline: fmt.Sprintf("%d pods", bu.Pods),
+			Target:   "0 failed",
+			Met:      metIf(bu.Admitted == bu.Pods),
 		})
 		if bu.FirstDenial != "" {
 			t.Logf("first burst denial: %s", bu.FirstDenial)
@@ -555,6 +552,43 @@ func (f *fleet) addRows(t *testing.T) {
 			t.Logf("first burst error: %s", bu.FirstError)
 		}
 	}
+}
+
+// cpuMark is the CPU time of two processes, the downstream API server and
+// secret-relay, at a moment.
+type cpuMark struct {
+	pids      [2]int
+	used      [2]time.Duration
+	startedAt time.Time
+}
+
+func startCPU(t *testing.T, apiServer, relay int) cpuMark {
+	t.Helper()
+	m := cpuMark{pids: [2]int{apiServer, relay}, startedAt: time.Now()}
+	for i, pid := range m.pids {
+		var err error
+		m.used[i], err = cluster.ReadProcessCPU(pid)
+		require.NoError(t, err)
+	}
+	return m
+}
+
+// cores is the CPU each process used since the mark, in cores: API server, relay.
+func (m cpuMark) cores(t *testing.T) (apiServer, relay float64) {
+	t.Helper()
+	return m.coresOver(t, time.Since(m.startedAt))
+}
+
+// coresOver is cores over a given span rather than the time since the mark.
+func (m cpuMark) coresOver(t *testing.T, span time.Duration) (apiServer, relay float64) {
+	t.Helper()
+	var out [2]float64
+	for i, pid := range m.pids {
+		used, err := cluster.ReadProcessCPU(pid)
+		require.NoError(t, err)
+		out[i] = (used - m.used[i]).Seconds() / span.Seconds()
+	}
+	return out[0], out[1]
 }
 
 // ignoreExists treats an object that already exists as created.
