@@ -123,6 +123,10 @@ type fleetBurst struct {
 	// RelayCores secret-relay's: which of them was the limit.
 	APIServerCores float64 `json:"apiServerCores"`
 	RelayCores     float64 `json:"relayCores"`
+	// UpstreamGet and DownstreamCreate are how long each API server took to answer
+	// secret-relay's reads and writes of the burst's Secrets, from their audit logs.
+	UpstreamGet      latency `json:"upstreamGet"`
+	DownstreamCreate latency `json:"downstreamCreate"`
 }
 
 // measureFleet is measurement 6.
@@ -464,12 +468,25 @@ func (f *fleet) burst(t *testing.T, n int) *fleetBurst {
 			}
 		})
 	}
+	downMark, upMark := f.w.Down.AuditOffset(t), f.w.Up.AuditOffset(t)
 	cpu := startCPU(t, f.w.Down.APIServerPID(t), f.w.Relay.PID())
 	start := time.Now()
 	close(release)
 	wg.Wait()
 	out.Seconds = time.Since(start).Seconds()
 	out.APIServerCores, out.RelayCores = cpu.cores(t)
+	took := func(events []cluster.AuditEvent, verb, ns string) latency {
+		var d []time.Duration
+		for _, ev := range events {
+			if ev.Verb == verb && ev.Stage == "ResponseComplete" && ev.ObjectRef.Resource == "secrets" && ev.ObjectRef.Namespace == ns &&
+				strings.HasPrefix(ev.UserAgent, "secret-relay") {
+				d = append(d, ev.Took())
+			}
+		}
+		return summarize(d)
+	}
+	out.UpstreamGet = took(f.w.Up.AuditLogSince(t, upMark), "get", fleetUpstreamNamespace)
+	out.DownstreamCreate = took(f.w.Down.AuditLogSince(t, downMark), "create", fleetBurstNamespace)
 	out.Admitted = int(admitted.Load())
 	return out
 }
@@ -539,12 +556,16 @@ func (f *fleet) addRows(t *testing.T) {
 	if bu := res.Burst; bu != nil {
 		f.report.add(row{
 			Measurement: fmt.Sprintf("fleet burst: %d pods at once, each a new Secret", bu.Pods),
-			Relay: fmt.Sprintf("%d failed (%d denied, %d errors) in %s; cores: API server %.2f, secret-relay %.2f", bu.Denied+bu.Errors, bu.Denied, bu.Errors,
-				formatDuration(seconds(bu.Seconds)), bu.APIServerCores, bu.RelayCores),
+			Relay: fmt.Sprintf("%d failed (%d denied, %d errors) in %s; cores: API server %.2f, secret-relay %.2f; upstream GET p99 %s, downstream create p99 %s",
+				bu.Denied+bu.Errors, bu.Denied, bu.Errors, formatDuration(seconds(bu.Seconds)), bu.APIServerCores, bu.RelayCores,
+				formatMs(bu.UpstreamGet.P99Ms), formatMs(bu.DownstreamCreate.P99Ms)),
 			Baseline: fmt.Sprintf("%d pods", bu.Pods),
 			Target:   "0 failed",
 			Met:      metIf(bu.Admitted == bu.Pods),
 		})
+		t.Logf("burst: upstream GETs %d, p50 %s, max %s; downstream creates %d, p50 %s, max %s",
+			bu.UpstreamGet.N, formatMs(bu.UpstreamGet.P50Ms), formatMs(bu.UpstreamGet.MaxMs),
+			bu.DownstreamCreate.N, formatMs(bu.DownstreamCreate.P50Ms), formatMs(bu.DownstreamCreate.MaxMs))
 		if bu.FirstDenial != "" {
 			t.Logf("first burst denial: %s", bu.FirstDenial)
 		}

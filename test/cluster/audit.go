@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -37,7 +39,14 @@ type AuditEvent struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
 	Stage string `json:"stage"`
+	// RequestReceived and StageAt time the request: at ResponseComplete, their
+	// difference is how long the API server took to answer it.
+	RequestReceived metav1.MicroTime `json:"requestReceivedTimestamp"`
+	StageAt         metav1.MicroTime `json:"stageTimestamp"`
 }
+
+// Took is how long the API server took, up to the event's stage.
+func (ev AuditEvent) Took() time.Duration { return ev.StageAt.Sub(ev.RequestReceived.Time) }
 
 func (cp *ControlPlane) configureAudit(api *envtest.APIServer) error {
 	policy := filepath.Join(cp.dir, "audit-policy.yaml")
