@@ -465,13 +465,15 @@ func (c *Cache) Want(names ...string) {
 }
 
 // cached returns a wanted Secret from the cache, when the cache can vouch for it:
-// its watch is not broken. Before the first list is in, what it holds came from
-// live reads moments ago, which is as current as another read would be; that is
-// what lets one read serve a whole burst of cold admissions.
+// it runs and its watch is not broken. Before the first list is in, what it holds
+// came from live reads moments ago, which is as current as another read would be;
+// that is what lets one read serve a whole burst of cold admissions. A cache held
+// back from starting (Upstreams.Hold) vouches for nothing: no watch will ever
+// correct what a live read brought, however long the hold lasts.
 func (c *Cache) cached(name string) (*corev1.Secret, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.broken || c.noWatch || c.refusal != nil {
+	if !c.started || c.broken || c.noWatch || c.refusal != nil {
 		return nil, false
 	}
 	s, ok := c.data[name]

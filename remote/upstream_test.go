@@ -166,6 +166,17 @@ func TestUpstreamCache(t *testing.T) {
 		assert.Equal(t, before+1, countGets(client, "db"))
 	})
 
+	t.Run("A cache held back from starting should read live every time.", func(t *testing.T) {
+		client := fake.NewClientset(upstreamSecret("db", "v1"))
+		c := newUpstreamCache(testKey, client, nil, nil, nil)
+		for range 2 {
+			s, err := c.Get(context.Background(), "db")
+			require.NoError(t, err)
+			assert.Equal(t, []byte("v1"), s.Data["k"])
+		}
+		assert.Equal(t, 2, countGets(client, "db"), "no watch would correct what it kept")
+	})
+
 	t.Run("The end of an old watch should not mark a newer one broken.", func(t *testing.T) {
 		c := newUpstreamCache(testKey, fake.NewClientset(), nil, nil, nil)
 		old := c.watchOpened()
