@@ -207,8 +207,9 @@ var managedLabels = map[string]string{LabelManagedBy: ManagedByValue}
 
 // digestOnly is the copies cache's transform. It keeps what CheckExisting and Apply
 // read, in as little memory as it can: no managed fields, the data replaced by its
-// unkeyed digest, and labels shared when they are secret-relay's alone. The digest lives in memory only: written
-// anywhere, it would let a reader who can guess a value confirm it.
+// unkeyed digest, and labels shared when they are secret-relay's alone. The digest
+// lives in memory only: written anywhere, it would let a reader who can guess a
+// value confirm it.
 func digestOnly(obj any) (any, error) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {

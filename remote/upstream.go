@@ -354,7 +354,8 @@ func (r reflectorStore) Delete(obj any) error {
 	name := m.GetName()
 	c.mu.Lock()
 	wanted := c.wanted[name]
-	if prev, ok := c.data[name]; ok && (prev.UID == m.GetUID() || !newer(prev, m)) {
+	// A Secret read live since, under a new UID, was created after this one went.
+	if prev, ok := c.data[name]; ok && prev.UID == m.GetUID() {
 		delete(c.data, name)
 	}
 	users := c.usersLocked()

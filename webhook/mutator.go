@@ -139,7 +139,6 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 	defer cancel()
 	fetch := m.fetcher(ns)
 	remotes := make([]relay.RemoteSecrets, len(reqs))
-	servedFromCopy := false
 	for i, req := range reqs {
 		if existing[i], err = m.cfg.Local.Get(ctx, ns, req.Name); err != nil {
 			return res, &relay.Error{Reason: relay.ErrReadFailed, Namespace: ns, Secret: req.Name, Detail: relay.DescribeWriteError(err, nil)}
@@ -156,7 +155,6 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 			}
 			res.Warnings = append(res.Warnings, warning)
 			tokens[req.Name] = copyToken
-			servedFromCopy = true
 			continue
 		}
 		if err != nil {
@@ -164,12 +162,10 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		}
 	}
 
-	key, versions := keyOf(ns, pod), ""
-	if !servedFromCopy {
-		versions = versionsOf(existing, remotes, reqs, m.cfg.Tokens)
-		if verified, ok := m.verified.get(key, versions); ok {
-			return res, MutatePod(pod, reqs, verified)
-		}
+	// No versions, and so nothing remembered, when an item was served from its copy.
+	key, versions := keyOf(ns, pod), versionsOf(existing, remotes, reqs, m.cfg.Tokens)
+	if verified, ok := m.verified.get(key, versions); ok {
+		return res, MutatePod(pod, reqs, verified)
 	}
 	current := true
 	for i, req := range reqs {
@@ -189,7 +185,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		}
 		current = current && !write
 	}
-	if current && !servedFromCopy {
+	if current {
 		m.verified.put(key, versions, tokens)
 	}
 

@@ -66,7 +66,8 @@ func (v *verifiedPods) put(key verifiedKey, versions string, tokens map[string]s
 // versionsOf names the versions a verification depends on: each local copy's and
 // each upstream Secret's UID and resource version, and the token key, through the
 // token of no data. It is "" when a version is unknown (an object without a
-// resource version): such a verification is not memoized.
+// resource version, or an upstream Secret not read because the item was served from
+// its copy): such a verification is not memoized.
 func versionsOf(existing []*corev1.Secret, remotes []relay.RemoteSecrets, reqs []relay.SecretRequest, tokens relay.Tokenizer) string {
 	var b strings.Builder
 	b.WriteString(tokens.Token(nil))
