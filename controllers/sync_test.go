@@ -120,6 +120,14 @@ func TestSyncController(t *testing.T) {
 		assert.Zero(t, h.writes("team-a", "creds"))
 		c.SetLeader(true)
 		assert.Eventually(t, func() bool { return h.copyValue("team-a", "creds", "username") == "peter" }, 5*time.Second, 10*time.Millisecond)
+		// The next term reads the cache, which follows the write a watch event later;
+		// a real API server would refuse a write from a cache that lags (its
+		// resourceVersion is old), the fake clientset would not.
+		want := h.tokens.Token(map[string][]byte{"username": []byte("peter")})
+		require.Eventually(t, func() bool {
+			s, err := h.local.Get(context.Background(), "team-a", "creds")
+			return err == nil && s != nil && s.Annotations[relay.AnnotationDataHash] == want
+		}, 5*time.Second, 10*time.Millisecond)
 		c.SetLeader(false)
 		c.SetLeader(true)
 		time.Sleep(200 * time.Millisecond)
