@@ -13,7 +13,7 @@ import (
 )
 
 // RemoteSecrets holds the upstream Secrets read for one request, by name (RemoteRef.Key).
-type RemoteSecrets map[string]*corev1.Secret
+type RemoteSecrets map[string]*Remote
 
 // Source is where a local Secret comes from; it is stored as JSON in the
 // secret-relay.io/source annotation. Two requests with equal Sources yield the same
@@ -116,7 +116,7 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 	if len(req.Data) == 0 && len(dataFrom) == 0 {
 		return nil, &Error{Reason: ErrNoEntries, Namespace: ns, Secret: req.Name}
 	}
-	get := func(key string) (*corev1.Secret, error) {
+	get := func(key string) (*Remote, error) {
 		s := remote[key]
 		if s == nil {
 			return nil, &Error{Reason: ErrRemoteNotFound, Namespace: ns, Secret: req.Name, Store: req.Store, Remote: key}
@@ -146,7 +146,7 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 		if d.RemoteRef.Property == "" {
 			return nil, &Error{Reason: ErrNoProperty, Namespace: ns, Secret: req.Name, Store: req.Store, Key: d.SecretKey, Remote: d.RemoteRef.Key}
 		}
-		v, ok := s.Data[d.RemoteRef.Property]
+		v, ok := s.Value(d.RemoteRef.Property)
 		if !ok {
 			return nil, &Error{Reason: ErrPropertyNotFound, Namespace: ns, Secret: req.Name, Store: req.Store, Remote: d.RemoteRef.Key, Key: d.RemoteRef.Property}
 		}
@@ -154,7 +154,7 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 			return nil, err
 		}
 	}
-	var whole *corev1.Secret
+	var whole *Remote
 	for _, d := range dataFrom {
 		s, err := get(d.Extract.Key)
 		if err != nil {
@@ -163,13 +163,8 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 		if d.Extract.Property != "" {
 			return nil, &Error{Reason: ErrPropertyOnDataFrom, Namespace: ns, Secret: req.Name, Store: req.Store, Remote: d.Extract.Key}
 		}
-		keys := make([]string, 0, len(s.Data))
-		for k := range s.Data {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			if err := put(k, d.Extract.Key, s.Data[k]); err != nil {
+		for k, v := range s.All() {
+			if err := put(k, d.Extract.Key, v); err != nil {
 				return nil, err
 			}
 		}

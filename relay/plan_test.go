@@ -331,11 +331,11 @@ func TestPlanSecret(t *testing.T) {
 	token := upstream("builder-token", corev1.SecretTypeServiceAccountToken, map[string]string{"token": "eyJhbGciOi"})
 	other := upstream("other", corev1.SecretTypeOpaque, map[string]string{"username": "paul", "extra": "x"})
 	remote := relay.RemoteSecrets{
-		"user-credentials": userCredentials,
-		"db-tls":           dbTLS,
-		"untyped":          untyped,
-		"builder-token":    token,
-		"other":            other,
+		"user-credentials": relay.RemoteOf(userCredentials),
+		"db-tls":           relay.RemoteOf(dbTLS),
+		"untyped":          relay.RemoteOf(untyped),
+		"builder-token":    relay.RemoteOf(token),
+		"other":            relay.RemoteOf(other),
 	}
 
 	tests := map[string]struct {
@@ -459,7 +459,7 @@ func TestPlanSecret(t *testing.T) {
 }
 
 func TestPlanSecretCopiesBytes(t *testing.T) {
-	remote := relay.RemoteSecrets{"user-credentials": upstream("user-credentials", corev1.SecretTypeOpaque, map[string]string{"username": "peter"})}
+	remote := relay.RemoteSecrets{"user-credentials": relay.RemoteOf(upstream("user-credentials", corev1.SecretTypeOpaque, map[string]string{"username": "peter"}))}
 	reqs := map[string]relay.SecretRequest{
 		"A data entry should not share bytes with the remote Secret.": {
 			Name: "a", Store: testStore, Data: []relay.DataEntry{dataRef("username", "user-credentials", "username")},
@@ -472,15 +472,16 @@ func TestPlanSecretCopiesBytes(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			got, err := relay.PlanSecret("prod", req, remote, testSyncedAt, testTokens)
 			require.NoError(t, err)
-			remote["user-credentials"].Data["username"][0] = 'P'
-			defer func() { remote["user-credentials"].Data["username"][0] = 'p' }()
+			v, _ := remote["user-credentials"].Value("username")
+			v[0] = 'P'
+			defer func() { v[0] = 'p' }()
 			assert.Equal(t, "peter", string(got.Data["username"]))
 		})
 	}
 }
 
 func TestPlanSecretSyncedAtIsUTC(t *testing.T) {
-	remote := relay.RemoteSecrets{"db": upstream("db", corev1.SecretTypeOpaque, map[string]string{"k": "v"})}
+	remote := relay.RemoteSecrets{"db": relay.RemoteOf(upstream("db", corev1.SecretTypeOpaque, map[string]string{"k": "v"}))}
 	at := time.Date(2026, 1, 1, 2, 0, 0, 0, time.FixedZone("CET", 2*60*60))
 	got, err := relay.PlanSecret("prod", relay.SecretRequest{Name: "db", Store: testStore, WholeSecret: true}, remote, at, testTokens)
 	require.NoError(t, err)
@@ -489,8 +490,8 @@ func TestPlanSecretSyncedAtIsUTC(t *testing.T) {
 
 func TestCheckExisting(t *testing.T) {
 	remote := relay.RemoteSecrets{
-		"db":    upstream("db", corev1.SecretTypeOpaque, map[string]string{"username": "peter", "password": "asdf1234"}),
-		"db-v2": upstream("db-v2", corev1.SecretTypeOpaque, map[string]string{"username": "peter"}),
+		"db":    relay.RemoteOf(upstream("db", corev1.SecretTypeOpaque, map[string]string{"username": "peter", "password": "asdf1234"})),
+		"db-v2": relay.RemoteOf(upstream("db-v2", corev1.SecretTypeOpaque, map[string]string{"username": "peter"})),
 	}
 	req := relay.SecretRequest{Name: "db", Store: testStore, Data: []relay.DataEntry{
 		dataRef("username", "db", "username"), dataRef("password", "db", "password"),

@@ -2,8 +2,6 @@ package relay
 
 import (
 	"context"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 // StoreKind is the kind of a store a reference points at.
@@ -87,5 +85,5 @@ func (r SecretRequest) RemoteKeys() []string {
 // modified. Get returns an *Error: ErrRemoteNotFound, ErrRefused, ErrUnreachable
 // (a managed copy may stand in) or ErrUpstream.
 type SecretSource interface {
-	Get(ctx context.Context, name string) (*corev1.Secret, error)
+	Get(ctx context.Context, name string) (*Remote, error)
 }

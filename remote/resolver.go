@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
@@ -55,7 +54,7 @@ type upstream struct {
 
 // Get reads one upstream Secret and turns failures into what admission needs: a
 // relay.Error that names the Secret and says why.
-func (u *upstream) Get(ctx context.Context, name string) (*corev1.Secret, error) {
+func (u *upstream) Get(ctx context.Context, name string) (*relay.Remote, error) {
 	s, err := u.cache.Get(ctx, name)
 	if err == nil {
 		return s, nil

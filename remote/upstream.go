@@ -14,10 +14,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/secret-relay/secret-relay/relay"
 )
 
 // SecretEvent tells the sync controller that an upstream Secret that some local copy
@@ -73,7 +76,7 @@ type Cache struct {
 	// wanted names the Secrets whose data is kept.
 	wanted map[string]bool
 	// data holds the wanted Secrets known, from the watch or from live reads.
-	data map[string]*corev1.Secret
+	data map[string]*relay.Remote
 	// started is set once the reflector runs; synced once its first list is in.
 	started, synced bool
 	// broken is set when the watch fails and cleared when it delivers again: while
@@ -99,7 +102,7 @@ func newUpstreamCache(key cacheKey, client kubernetes.Interface, onEvent func(Se
 	}
 	c := &Cache{
 		key: key, namespace: key.namespace, client: client, onEvent: onEvent, onHealth: onHealth, metrics: metrics,
-		stopped: make(chan struct{}), users: map[string]*Store{}, wanted: map[string]bool{}, data: map[string]*corev1.Secret{},
+		stopped: make(chan struct{}), users: map[string]*Store{}, wanted: map[string]bool{}, data: map[string]*relay.Remote{},
 	}
 	secrets := client.CoreV1().Secrets(key.namespace)
 	lw := &cache.ListWatch{
@@ -381,11 +384,11 @@ func (r reflectorStore) Replace(items []any, listVersion string) error {
 		name := m.GetName()
 		listed[name] = true
 		prev, had := c.data[name]
-		if had && !newer(m, prev) {
+		if had && !newer(m.GetUID(), m.GetResourceVersion(), prev) {
 			continue
 		}
 		if s, ok := obj.(*corev1.Secret); ok {
-			c.data[name] = stripped(s)
+			c.data[name] = relay.RemoteOf(s)
 		} else {
 			// Wanted while the list streamed, so it came without its data: the
 			// next read fetches it.
@@ -425,10 +428,10 @@ func (c *Cache) watched(obj any) {
 	c.noWatch = false
 	wanted := c.wanted[s.Name]
 	if wanted {
-		if prev, ok := c.data[s.Name]; ok && !newer(s, prev) {
+		if prev, ok := c.data[s.Name]; ok && !newer(s.UID, s.ResourceVersion, prev) {
 			wanted = false // a version a live read already brought
 		} else {
-			c.data[s.Name] = stripped(s)
+			c.data[s.Name] = relay.RemoteOf(s)
 		}
 	}
 	users := c.usersLocked()
@@ -471,7 +474,7 @@ func (c *Cache) Want(names ...string) {
 // that is what lets one read serve a whole burst of cold admissions. A cache held
 // back from starting (Upstreams.Hold) vouches for nothing: no watch will ever
 // correct what a live read brought, however long the hold lasts.
-func (c *Cache) cached(name string) (*corev1.Secret, bool) {
+func (c *Cache) cached(name string) (*relay.Remote, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if !c.started || c.broken || c.noWatch || c.refusal != nil {
@@ -484,7 +487,7 @@ func (c *Cache) cached(name string) (*corev1.Secret, bool) {
 // Get returns an upstream Secret: from the cache when it holds a current copy,
 // otherwise by one upstream read shared by every caller that asks meanwhile. The
 // Secret is shared with the cache and must not be modified.
-func (c *Cache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
+func (c *Cache) Get(ctx context.Context, name string) (*relay.Remote, error) {
 	if err := c.refusalErr(); err != nil {
 		return nil, err
 	}
@@ -510,13 +513,13 @@ func (c *Cache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
 		// others that share this read. The client's own timeout still bounds it.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
 		defer cancel()
-		s, err := c.client.CoreV1().Secrets(c.namespace).Get(ctx, name, metav1.GetOptions{})
+		got, err := c.client.CoreV1().Secrets(c.namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return nil, err
 		}
-		s = stripped(s)
+		s := relay.RemoteOf(got)
 		c.mu.Lock()
-		if prev, ok := c.data[name]; !ok || newer(s, prev) {
+		if prev, ok := c.data[name]; !ok || newer(s.UID, s.ResourceVersion, prev) {
 			c.data[name] = s
 		}
 		c.mu.Unlock()
@@ -527,7 +530,7 @@ func (c *Cache) Get(ctx context.Context, name string) (*corev1.Secret, error) {
 		if res.Err != nil {
 			return nil, res.Err
 		}
-		return res.Val.(*corev1.Secret), nil
+		return res.Val.(*relay.Remote), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("reading Secret %q: %w", name, ctx.Err())
 	}
@@ -555,15 +558,15 @@ func (c *Cache) waitsForList() bool {
 	return c.started && !c.synced && !c.broken && !c.noWatch
 }
 
-// newer reports whether a is a later version than b. Resource versions are etcd
+// newer reports whether the Secret of uid at version is later than the one kept. Resource versions are etcd
 // revisions in every API server secret-relay talks to; one that does not parse
 // counts as newer, so that a live read is never shadowed by a copy it cannot rank.
-func newer(a, b metav1.Object) bool {
-	if a.GetUID() != b.GetUID() {
+func newer(uid types.UID, version string, than *relay.Remote) bool {
+	if uid != than.UID {
 		return true
 	}
-	av, errA := strconv.ParseUint(a.GetResourceVersion(), 10, 64)
-	bv, errB := strconv.ParseUint(b.GetResourceVersion(), 10, 64)
+	av, errA := strconv.ParseUint(version, 10, 64)
+	bv, errB := strconv.ParseUint(than.ResourceVersion, 10, 64)
 	return errA != nil || errB != nil || av > bv
 }
 

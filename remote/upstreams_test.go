@@ -153,7 +153,7 @@ func TestResolver(t *testing.T) {
 	t.Run("A Secret should be read through the store.", func(t *testing.T) {
 		s, err := src.Get(context.Background(), "db")
 		require.NoError(t, err)
-		assert.Equal(t, []byte("v"), s.Data["k"])
+		assert.Equal(t, []byte("v"), value(s, "k"))
 	})
 	t.Run("Failures should become the errors admission words.", func(t *testing.T) {
 		tests := map[string]struct {
@@ -204,7 +204,7 @@ func TestCacheCredentialCheck(t *testing.T) {
 		c.checkCredentialsOnce(context.Background())
 		s, err := c.Get(context.Background(), "db")
 		require.NoError(t, err)
-		assert.Equal(t, []byte("v"), s.Data["k"])
+		assert.Equal(t, []byte("v"), value(s, "k"))
 	})
 	t.Run("A revoked token should fail reads.", func(t *testing.T) {
 		w.access.Fail(func() error { return apierrors.NewUnauthorized("Unauthorized") })

@@ -41,14 +41,14 @@ func BenchmarkWarmReview(b *testing.B) {
 // BenchmarkWarmReviewTenCopies is BenchmarkWarmReview for the bench fleet's pod: ten
 // copies of three keys each, from versioned Secrets, as an API server serves them.
 func BenchmarkWarmReviewTenCopies(b *testing.B) {
-	secrets := map[string]*corev1.Secret{}
+	secrets := cachedStore{}
 	var annotation strings.Builder
 	for i := range 10 {
 		for _, name := range []string{fmt.Sprintf("f-%05d", i), "fanout-all", "fanout-1k"} {
-			secrets[name] = &corev1.Secret{
+			secrets[name] = relay.RemoteOf(&corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name), ResourceVersion: "7"},
 				Data:       map[string][]byte{"payload": bytes.Repeat([]byte("x"), 1024), "value": []byte("v1")},
-			}
+			})
 		}
 		fmt.Fprintf(&annotation, "- name: copy-%d\n  data:\n", i)
 		fmt.Fprintf(&annotation, "  - {secretKey: payload, remoteRef: {key: f-%05d, property: payload}}\n", i)
@@ -56,7 +56,7 @@ func BenchmarkWarmReviewTenCopies(b *testing.B) {
 		annotation.WriteString("  - {secretKey: fanout-1k, remoteRef: {key: fanout-1k, property: value}}\n")
 	}
 	m, err := webhook.NewMutator(webhook.MutatorConfig{
-		Stores: cachedStore(secrets), Tokens: testTokens, Local: &versionedSecrets{}, UpstreamTimeout: time.Second,
+		Stores: secrets, Tokens: testTokens, Local: &versionedSecrets{}, UpstreamTimeout: time.Second,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -65,13 +65,13 @@ func BenchmarkWarmReviewTenCopies(b *testing.B) {
 }
 
 // cachedStore serves its Secrets as the upstream cache does: shared, not copied.
-type cachedStore map[string]*corev1.Secret
+type cachedStore map[string]*relay.Remote
 
 func (c cachedStore) Resolve(context.Context, string, relay.StoreRef) (relay.SecretSource, error) {
 	return c, nil
 }
 
-func (c cachedStore) Get(_ context.Context, name string) (*corev1.Secret, error) { return c[name], nil }
+func (c cachedStore) Get(_ context.Context, name string) (*relay.Remote, error) { return c[name], nil }
 
 func benchmarkReview(b *testing.B, m *webhook.Mutator, p *corev1.Pod) {
 	h, err := webhook.NewHandler(webhook.HandlerConfig{Mutator: m, Logger: zap.NewNop()})

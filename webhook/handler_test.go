@@ -56,16 +56,16 @@ type fakeSource struct {
 	secrets map[string]*corev1.Secret
 }
 
-func (f fakeSource) Get(_ context.Context, name string) (*corev1.Secret, error) {
+func (f fakeSource) Get(_ context.Context, name string) (*relay.Remote, error) {
 	if s, ok := f.secrets[name]; ok {
-		return s.DeepCopy(), nil
+		return relay.RemoteOf(s.DeepCopy()), nil
 	}
 	return nil, webhook.Denyf("remote Secret %q not found in namespace %q of store %s", name, "default", f.store)
 }
 
 type unreachable struct{}
 
-func (unreachable) Get(context.Context, string) (*corev1.Secret, error) {
+func (unreachable) Get(context.Context, string) (*relay.Remote, error) {
 	return nil, fmt.Errorf("%w: connection refused", relay.ErrUnreachable)
 }
 

@@ -144,7 +144,7 @@ func readCase(t *testing.T, file string) (*corev1.Pod, relay.RemoteSecrets) {
 			s.Data[k] = []byte(v)
 		}
 		s.StringData = nil
-		remote[s.Name] = &s
+		remote[s.Name] = relay.RemoteOf(&s)
 	}
 	return pod, remote
 }
