@@ -129,7 +129,7 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 // storeIndexKey names it) and what its source asks for.
 func indexBySource(keys func(store string, req relay.SecretRequest) []string) cache.IndexFunc {
 	return func(obj any) ([]string, error) {
-		s, ok := obj.(*corev1.Secret)
+		s, ok := relay.SecretOf(obj)
 		if !ok {
 			return nil, nil
 		}
@@ -214,7 +214,11 @@ func (c *SyncController) Run(ctx context.Context) error {
 		return nil
 	}
 	for _, obj := range c.cfg.Local.Informer().GetStore().List() {
-		if _, _, err := c.prepare(ctx, obj.(*corev1.Secret)); err != nil {
+		local, ok := relay.SecretOf(obj)
+		if !ok {
+			continue
+		}
+		if _, _, err := c.prepare(ctx, local); err != nil {
 			c.cfg.Logger.Debug("could not prepare local copy; the sync retries", zap.Error(err))
 		}
 	}
@@ -345,7 +349,10 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 	if err != nil || !ok {
 		return err
 	}
-	local := obj.(*corev1.Secret)
+	local, ok := relay.SecretOf(obj)
+	if !ok {
+		return nil
+	}
 	plan, prob, err := c.prepare(ctx, local)
 	if err != nil {
 		return err

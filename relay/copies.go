@@ -10,9 +10,11 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -130,7 +132,7 @@ func holdsValue(msg string, data map[string][]byte) bool {
 // (those with its managed-by label), so that a warm admission and the sync
 // controller read local copies without an API call. Writes go to the API.
 //
-// It keeps no values: each copy's data is replaced by a digest (see digestOnly),
+// It keeps no values: each copy's data is replaced by a digest (see cachedCopy),
 // so that 10,000 copies cost their metadata, not their data a second time beside
 // the upstream cache. A copy someone edited by hand still differs from what is
 // desired.
@@ -144,7 +146,7 @@ func NewManagedSecrets(kube kubernetes.Interface) *ManagedSecrets {
 	inf := cache.NewSharedIndexInformer(secretsListWatch(kube, metav1.NamespaceAll, func(o *metav1.ListOptions) {
 		o.LabelSelector = LabelManagedBy + "=" + ManagedByValue
 	}), &corev1.Secret{}, 0, cache.Indexers{})
-	_ = inf.SetTransform(digestOnly) // cannot fail before the informer runs
+	_ = inf.SetTransform(compactCopy) // cannot fail before the informer runs
 	return &ManagedSecrets{ClientsetLocalSecrets: ClientsetLocalSecrets{Client: kube}, informer: inf}
 }
 
@@ -176,7 +178,8 @@ func (m *ManagedSecrets) Get(ctx context.Context, namespace, name string) (*core
 	if err != nil || !ok {
 		return nil, err
 	}
-	return obj.(*corev1.Secret), nil
+	s, _ := SecretOf(obj)
+	return s, nil
 }
 
 // secretsListWatch lists and watches the Secrets of namespace that tweak selects,
@@ -195,39 +198,132 @@ func secretsListWatch(kube kubernetes.Interface, namespace string, tweak func(*m
 	}
 }
 
-// digestKey is the annotation that holds, in a cached copy, the digest that stands
-// for its data. No object can have it (annotation keys are qualified names), so a
-// cached copy written back by mistake is refused by the API server rather than
-// stored; Apply drops it.
+// digestKey is the annotation that holds, in a Secret from the cache, the digest
+// that stands for its data. No object can have it (annotation keys are qualified
+// names), so a cached copy written back by mistake is refused by the API server
+// rather than stored; Apply drops it.
 const digestKey = "\x00sha256"
 
-// managedLabels are the labels of nearly every copy, shared by the cached copies
-// that have no others. Cached objects are never modified.
+// managedLabels are the labels of nearly every copy, shared by the Secrets the cache
+// returns. Cached objects are never modified.
 var managedLabels = map[string]string{LabelManagedBy: ManagedByValue}
 
-// digestOnly is the copies cache's transform. It keeps what CheckExisting and Apply
-// read, in as little memory as it can: no managed fields, the data replaced by its
-// unkeyed digest, and labels shared when they are secret-relay's alone. The digest
-// lives in memory only: written anywhere, it would let a reader who can guess a
-// value confirm it.
-func digestOnly(obj any) (any, error) {
+// immutable and mutable are the shared values of a cached copy's Immutable.
+var immutable, mutable = true, false
+
+// cachedCopy is what the copies cache keeps of a managed Secret: no managed fields,
+// and the data replaced by its unkeyed digest, which lives in memory only (written
+// anywhere, it would let a reader who can guess a value confirm it).
+//
+// Nearly every copy is exactly what secret-relay wrote: its label, its three
+// annotations, no owner, no finalizer. Such a copy is kept as these fields, about
+// 700 B, where a decoded corev1.Secret costs about 1,250 B (a 320 B struct and a
+// 336 B annotations map before any string). Any other copy is kept whole, so that
+// Apply, which updates the object it read, never drops what someone put on it.
+type cachedCopy struct {
+	namespace, name         string
+	uid                     types.UID
+	resourceVersion         string
+	created                 metav1.Time
+	source, token, syncedAt string
+	typ                     corev1.SecretType
+	immutable               *bool
+	digest                  [sha256.Size]byte
+	// whole is the copy, digested, when the fields above cannot stand for it.
+	whole *corev1.Secret
+}
+
+// GetObjectMeta gives the informer the key and version of the copy.
+func (c *cachedCopy) GetObjectMeta() metav1.Object {
+	if c.whole != nil {
+		return &c.whole.ObjectMeta
+	}
+	return &metav1.ObjectMeta{Namespace: c.namespace, Name: c.name, UID: c.uid, ResourceVersion: c.resourceVersion}
+}
+
+// secret is the copy as a Secret whose data is its digest: new but for its labels,
+// which are shared.
+func (c *cachedCopy) secret() *corev1.Secret {
+	if c.whole != nil {
+		return c.whole
+	}
+	s := c.metadataOnly()
+	s.Annotations[digestKey] = string(c.digest[:])
+	return s
+}
+
+func (c *cachedCopy) metadataOnly() *corev1.Secret {
+	annotations := make(map[string]string, 4)
+	put := func(key, value string) {
+		if value != "" {
+			annotations[key] = value
+		}
+	}
+	put(AnnotationSource, c.source)
+	put(AnnotationDataHash, c.token)
+	put(AnnotationSyncedAt, c.syncedAt)
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: c.namespace, Name: c.name, UID: c.uid, ResourceVersion: c.resourceVersion, CreationTimestamp: c.created,
+			Labels: managedLabels, Annotations: annotations,
+		},
+		Type:      c.typ,
+		Immutable: c.immutable,
+	}
+}
+
+// compactCopy is the copies cache's transform: it turns a managed Secret into a
+// cachedCopy.
+func compactCopy(obj any) (any, error) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
-		return StripManagedFields(obj)
-	}
-	if _, done := s.Annotations[digestKey]; done {
-		return s, nil
+		return StripManagedFields(obj) // a cachedCopy already, or a tombstone
 	}
 	s.ManagedFields = nil
+	c := &cachedCopy{
+		namespace: s.Namespace, name: s.Name, uid: s.UID, resourceVersion: s.ResourceVersion, created: s.CreationTimestamp,
+		source: s.Annotations[AnnotationSource], token: s.Annotations[AnnotationDataHash], syncedAt: s.Annotations[AnnotationSyncedAt],
+		typ: s.Type, immutable: s.Immutable,
+	}
+	copy(c.digest[:], LengthDelimitedSum(sha256.New(), s.Data))
+	s.Data = nil
+	if c.immutable != nil {
+		c.immutable = &mutable
+		if *s.Immutable {
+			c.immutable = &immutable
+		}
+	}
+	if c.typ == corev1.SecretTypeOpaque {
+		c.typ = corev1.SecretTypeOpaque // one string for every Opaque copy
+	}
+	// Compared field by field, by reflection, so that no field, not even one a
+	// later API version adds, is lost by keeping the fields above alone.
+	rebuilt := c.metadataOnly()
+	rebuilt.TypeMeta = s.TypeMeta
+	if equality.Semantic.DeepEqual(rebuilt, s) {
+		return c, nil
+	}
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}
-	s.Annotations[digestKey] = string(LengthDelimitedSum(sha256.New(), s.Data))
-	s.Data = nil
+	s.Annotations[digestKey] = string(c.digest[:])
 	if maps.Equal(s.Labels, managedLabels) {
 		s.Labels = managedLabels
 	}
-	return s, nil
+	return &cachedCopy{whole: s}, nil
+}
+
+// SecretOf returns the Secret an object of the copies cache stands for, as Get
+// does: its data is a digest that only HoldsData reads, and it must not be
+// modified.
+func SecretOf(obj any) (*corev1.Secret, bool) {
+	switch o := obj.(type) {
+	case *cachedCopy:
+		return o.secret(), true
+	case *corev1.Secret:
+		return o, true
+	}
+	return nil, false
 }
 
 // HoldsData reports whether Secret s holds exactly data. s may be a copy from the

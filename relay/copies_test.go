@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -246,6 +247,110 @@ func TestManagedSecrets(t *testing.T) {
 	assert.True(t, apierrors.IsServiceUnavailable(err), "a failed read is an error, not an absent Secret: %v", err)
 	_, err = m.Get(ctx, "default", "db")
 	assert.NoError(t, err, "warm reads make no API call")
+}
+
+func TestManagedSecretsKeepEverything(t *testing.T) {
+	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	// written is a copy exactly as secret-relay writes it, which the cache keeps in
+	// a compact form; each variant has something more, which no write from the
+	// cache may drop.
+	written := func() *corev1.Secret {
+		return &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: "db", Namespace: "default", UID: "uid-1", ResourceVersion: "7",
+				CreationTimestamp: metav1.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+				Labels:            map[string]string{relay.LabelManagedBy: relay.ManagedByValue},
+				Annotations: map[string]string{
+					relay.AnnotationSource: `{"store":{"kind":"SecretStore","name":"s"}}`, relay.AnnotationDataHash: "v2:token",
+					relay.AnnotationSyncedAt: "2026-01-01T00:00:00Z",
+				},
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: relay.ManagedByValue}},
+			},
+			Type: corev1.SecretTypeOpaque,
+			Data: bytesData(map[string]string{"k": "v"}),
+		}
+	}
+	variants := map[string]func(*corev1.Secret){
+		"as written":                    func(*corev1.Secret) {},
+		"immutable: false":              func(s *corev1.Secret) { s.Immutable = ptr.To(false) },
+		"a label of someone else":       func(s *corev1.Secret) { s.Labels["team"] = "a" },
+		"an annotation of someone else": func(s *corev1.Secret) { s.Annotations["note"] = "kept" },
+		"an empty annotation of ours":   func(s *corev1.Secret) { s.Annotations[relay.AnnotationSyncedAt] = "" },
+		"no synced-at":                  func(s *corev1.Secret) { delete(s.Annotations, relay.AnnotationSyncedAt) },
+		"an owner": func(s *corev1.Secret) {
+			s.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "uid-web"}}
+		},
+		"a finalizer":       func(s *corev1.Secret) { s.Finalizers = []string{"example.com/hold"} },
+		"a generation":      func(s *corev1.Secret) { s.Generation = 3 },
+		"another type":      func(s *corev1.Secret) { s.Type = "example.com/custom" },
+		"a generateName":    func(s *corev1.Secret) { s.GenerateName = "db-" },
+		"a deletion period": func(s *corev1.Secret) { s.DeletionGracePeriodSeconds = ptr.To[int64](30) },
+	}
+	for name, change := range variants {
+		t.Run("A copy with "+name+" should be cached and written back with all it had.", func(t *testing.T) {
+			stored := written()
+			change(stored)
+			kube := fake.NewClientset(stored.DeepCopy())
+			m := relay.NewManagedSecrets(kube)
+			go m.Run(t.Context())
+			require.True(t, cache.WaitForCacheSync(t.Context().Done(), m.Synced))
+			ctx := context.Background()
+
+			got, err := m.Get(ctx, "default", "db")
+			require.NoError(t, err)
+			require.NotNil(t, got)
+			want := stored.DeepCopy()
+			want.ManagedFields = nil
+			for k, v := range want.Annotations {
+				assert.Equal(t, v, got.Annotations[k], k)
+			}
+			bare := got.DeepCopy() // what the cache returns is shared
+			bare.Annotations, want.Annotations = nil, nil
+			bare.Data, want.Data = nil, nil
+			assert.Equal(t, want, bare, "what the cache returns is the Secret, less its data and managed fields")
+			assert.True(t, relay.HoldsData(got, bytesData(map[string]string{"k": "v"})))
+			assert.False(t, relay.HoldsData(got, bytesData(map[string]string{"k": "w"})))
+
+			desired := written()
+			desired.Type = stored.Type
+			desired.Data = bytesData(map[string]string{"k": "new"})
+			desired.Annotations[relay.AnnotationDataHash] = "v2:new"
+			require.NoError(t, m.Apply(ctx, got, desired, false))
+			after, err := kube.CoreV1().Secrets("default").Get(ctx, "db", metav1.GetOptions{})
+			require.NoError(t, err)
+			expect := stored.DeepCopy()
+			expect.Data = desired.Data
+			for k, v := range desired.Annotations {
+				expect.Annotations[k] = v
+			}
+			expect.ManagedFields = nil
+			after.ManagedFields = nil
+			assert.Equal(t, expect, after, "the update kept everything but the data and secret-relay's annotations")
+		})
+	}
+
+	t.Run("A compact copy should follow updates and deletes.", func(t *testing.T) {
+		kube := fake.NewClientset(written())
+		m := relay.NewManagedSecrets(kube)
+		go m.Run(t.Context())
+		require.True(t, cache.WaitForCacheSync(t.Context().Done(), m.Synced))
+		ctx := context.Background()
+		changed := written()
+		changed.ResourceVersion = "8"
+		changed.Annotations[relay.AnnotationDataHash] = "v2:changed"
+		_, err := kube.CoreV1().Secrets("default").Update(ctx, changed, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			s, _ := m.Get(ctx, "default", "db")
+			return s != nil && s.ResourceVersion == "8" && s.Annotations[relay.AnnotationDataHash] == "v2:changed"
+		}, 5*time.Second, 10*time.Millisecond)
+		require.NoError(t, kube.CoreV1().Secrets("default").Delete(ctx, "db", metav1.DeleteOptions{}))
+		require.Eventually(t, func() bool {
+			s, err := m.Get(ctx, "default", "db")
+			return err == nil && s == nil
+		}, 5*time.Second, 10*time.Millisecond)
+		assert.Empty(t, m.Informer().GetStore().ListKeys())
+	})
 }
 
 func TestErrorIs(t *testing.T) {
