@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"strings"
 	"sync"
 
@@ -23,36 +25,52 @@ type verifiedPods struct {
 	entries map[verifiedKey]verifiedResult
 }
 
-// verifiedKey is what a pod asks for: its namespace and its annotations' text.
-type verifiedKey struct{ namespace, store, secrets string }
+// verifiedKey is what a pod asks for: its namespace and a digest of its annotations'
+// text. Digests, here and of the versions, keep an entry to them and the tokens:
+// for a pod with ten copies, the text and the versions were about 2.8 KB.
+type verifiedKey struct {
+	namespace string
+	asked     [sha256.Size]byte
+}
+
+// versions is the digest of what a verification depends on (see versionsOf); zero
+// when a version is unknown.
+type versions [sha256.Size]byte
 
 type verifiedResult struct {
-	versions string
+	versions versions
 	tokens   map[string]string
 }
 
 func keyOf(ns string, pod *corev1.Pod) verifiedKey {
-	return verifiedKey{namespace: ns, store: pod.Annotations[relay.AnnotationStore], secrets: pod.Annotations[relay.AnnotationSecrets]}
+	store, secrets := pod.Annotations[relay.AnnotationStore], pod.Annotations[relay.AnnotationSecrets]
+	h := sha256.New()
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(store))))
+	h.Write([]byte(store))
+	h.Write([]byte(secrets))
+	k := verifiedKey{namespace: ns}
+	h.Sum(k.asked[:0])
+	return k
 }
 
 // get returns the tokens verified at versions. The result is shared and must not be
 // modified.
-func (v *verifiedPods) get(key verifiedKey, versions string) (map[string]string, bool) {
-	if versions == "" {
+func (v *verifiedPods) get(key verifiedKey, at versions) (map[string]string, bool) {
+	if at == (versions{}) {
 		return nil, false
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	r, ok := v.entries[key]
-	if !ok || r.versions != versions {
+	if !ok || r.versions != at {
 		return nil, false
 	}
 	return r.tokens, true
 }
 
 // put records that every copy of key was current at versions.
-func (v *verifiedPods) put(key verifiedKey, versions string, tokens map[string]string) {
-	if versions == "" {
+func (v *verifiedPods) put(key verifiedKey, at versions, tokens map[string]string) {
+	if at == (versions{}) {
 		return
 	}
 	v.mu.Lock()
@@ -60,29 +78,29 @@ func (v *verifiedPods) put(key verifiedKey, versions string, tokens map[string]s
 	if v.entries == nil || len(v.entries) >= verifiedCacheSize {
 		v.entries = make(map[verifiedKey]verifiedResult, verifiedCacheSize)
 	}
-	v.entries[key] = verifiedResult{versions: versions, tokens: tokens}
+	v.entries[key] = verifiedResult{versions: at, tokens: tokens}
 }
 
-// versionsOf names the versions a verification depends on: each local copy's and
+// versionsOf digests the versions a verification depends on: each local copy's and
 // each upstream Secret's UID and resource version, and the token key, through the
-// token of no data. It is "" when a version is unknown (an object without a
+// token of no data. It is zero when a version is unknown (an object without a
 // resource version, or an upstream Secret not read because the item was served from
 // its copy): such a verification is not memoized.
-func versionsOf(existing []*corev1.Secret, remotes []relay.RemoteSecrets, reqs []relay.SecretRequest, tokens relay.Tokenizer) string {
+func versionsOf(existing []*corev1.Secret, remotes []relay.RemoteSecrets, reqs []relay.SecretRequest, tokens relay.Tokenizer) versions {
 	var b strings.Builder
 	b.WriteString(tokens.Token(nil))
 	for i, req := range reqs {
 		if existing[i] == nil || existing[i].ResourceVersion == "" {
-			return ""
+			return versions{}
 		}
 		b.WriteString("\x00" + string(existing[i].UID) + "@" + existing[i].ResourceVersion)
 		for _, name := range req.RemoteKeys() {
 			s := remotes[i][name]
 			if s == nil || s.ResourceVersion == "" {
-				return ""
+				return versions{}
 			}
 			b.WriteString("\x00" + string(s.UID) + "@" + s.ResourceVersion)
 		}
 	}
-	return b.String()
+	return sha256.Sum256([]byte(b.String()))
 }
