@@ -164,8 +164,11 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 
 	// No versions, and so nothing remembered, when an item was served from its copy.
 	key, versions := keyOf(ns, pod), versionsOf(existing, remotes, reqs, m.cfg.Tokens)
-	if verified, ok := m.verified.get(key, versions); ok {
-		return res, MutatePod(pod, reqs, verified)
+	if m.verified.verified(key, versions) {
+		for i, req := range reqs {
+			tokens[req.Name] = existing[i].Annotations[relay.AnnotationDataHash]
+		}
+		return res, MutatePod(pod, reqs, tokens)
 	}
 	current := true
 	for i, req := range reqs {
@@ -186,7 +189,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		current = current && !write
 	}
 	if current {
-		m.verified.put(key, versions, tokens)
+		m.verified.put(key, versions)
 	}
 
 	for i, desired := range plans {

@@ -16,18 +16,19 @@ import (
 const verifiedCacheSize = 4096
 
 // verifiedPods memoizes the outcome of warm admissions: a pod's copies were all
-// current, with these tokens, when the local copies and the upstream Secrets they
-// read were at these versions. While every version stands, planning the copies again
-// (their data, source and token) would give what it gave then; it was most of the
-// cost of a warm admission of a pod with ten copies.
+// current when the local copies and the upstream Secrets they read were at these
+// versions. While every version stands, planning the copies again (their data,
+// source and token) would give what it gave then; it was most of the cost of a warm
+// admission of a pod with ten copies. The tokens it gave are the copies' own
+// data-hash annotations, which the versions pin: they are read there, not kept.
 type verifiedPods struct {
 	mu      sync.Mutex
-	entries map[verifiedKey]verifiedResult
+	entries map[verifiedKey]versions
 }
 
 // verifiedKey is what a pod asks for: its namespace and a digest of its annotations'
-// text. Digests, here and of the versions, keep an entry to them and the tokens:
-// for a pod with ten copies, the text and the versions were about 2.8 KB.
+// text. Digests, here and of the versions, keep an entry to about 100 B: for a pod
+// with ten copies, the text, the versions and the tokens were about 5 KB.
 type verifiedKey struct {
 	namespace string
 	asked     [sha256.Size]byte
@@ -36,11 +37,6 @@ type verifiedKey struct {
 // versions is the digest of what a verification depends on (see versionsOf); zero
 // when a version is unknown.
 type versions [sha256.Size]byte
-
-type verifiedResult struct {
-	versions versions
-	tokens   map[string]string
-}
 
 func keyOf(ns string, pod *corev1.Pod) verifiedKey {
 	store, secrets := pod.Annotations[relay.AnnotationStore], pod.Annotations[relay.AnnotationSecrets]
@@ -53,32 +49,27 @@ func keyOf(ns string, pod *corev1.Pod) verifiedKey {
 	return k
 }
 
-// get returns the tokens verified at versions. The result is shared and must not be
-// modified.
-func (v *verifiedPods) get(key verifiedKey, at versions) (map[string]string, bool) {
+// verified reports whether the copies of key were verified at versions.
+func (v *verifiedPods) verified(key verifiedKey, at versions) bool {
 	if at == (versions{}) {
-		return nil, false
+		return false
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	r, ok := v.entries[key]
-	if !ok || r.versions != at {
-		return nil, false
-	}
-	return r.tokens, true
+	return v.entries[key] == at
 }
 
 // put records that every copy of key was current at versions.
-func (v *verifiedPods) put(key verifiedKey, at versions, tokens map[string]string) {
+func (v *verifiedPods) put(key verifiedKey, at versions) {
 	if at == (versions{}) {
 		return
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.entries == nil || len(v.entries) >= verifiedCacheSize {
-		v.entries = make(map[verifiedKey]verifiedResult, verifiedCacheSize)
+		v.entries = make(map[verifiedKey]versions, verifiedCacheSize)
 	}
-	v.entries[key] = verifiedResult{versions: at, tokens: tokens}
+	v.entries[key] = at
 }
 
 // versionsOf digests the versions a verification depends on: each local copy's and
