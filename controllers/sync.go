@@ -57,9 +57,10 @@ type SyncConfig struct {
 // its data and is no longer refreshed. On start and on becoming leader, every copy
 // is checked once, and rewritten only when its data or token is stale.
 type SyncController struct {
-	cfg    SyncConfig
-	queue  workqueue.TypedRateLimitingInterface[string]
-	leader atomic.Bool
+	cfg     SyncConfig
+	queue   workqueue.TypedRateLimitingInterface[string]
+	readers *readers
+	leader  atomic.Bool
 
 	mu sync.Mutex
 	// seen holds, per local copy, when the earliest unsynced upstream change arrived.
@@ -70,14 +71,11 @@ type SyncController struct {
 	primed atomic.Bool
 }
 
-// The indexes of managed copies: by the store their source names, so that a change
-// to a store reaches every copy it feeds, and by store and remote Secret, so that an
-// upstream change reaches every copy that reads it. Both come from a copy's source,
-// whether or not its namespace may use the store: the sync decides that.
-const (
-	storeIndex  = "secret-relay.io/store"
-	remoteIndex = "secret-relay.io/remote"
-)
+// storeIndex indexes managed copies by the store their source names, so that a
+// change to a store reaches every copy it feeds; readers finds them by the upstream
+// Secrets they read. Both come from a copy's source, whether or not its namespace
+// may use the store: the sync decides that.
+const storeIndex = "secret-relay.io/store"
 
 // NewSyncController wires the controller to the local and upstream caches. It must
 // be called before the managed Secrets cache runs: it adds indexes to it. Upstream
@@ -93,28 +91,22 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 		cfg.Now = time.Now
 	}
 	c := &SyncController{
-		cfg:    cfg,
-		queue:  workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		seen:   map[string]time.Time{},
-		warned: map[string]string{},
+		cfg:     cfg,
+		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
+		readers: newReaders(),
+		seen:    map[string]time.Time{},
+		warned:  map[string]string{},
 	}
 	inf := cfg.Local.Informer()
 	if err := inf.AddIndexers(cache.Indexers{
 		cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
 		storeIndex:           indexBySource(func(store string, _ relay.SecretRequest) []string { return []string{store} }),
-		remoteIndex: indexBySource(func(store string, req relay.SecretRequest) []string {
-			keys := req.RemoteKeys()
-			for i, name := range keys {
-				keys[i] = store + "\x00" + name
-			}
-			return keys
-		}),
 	}); err != nil {
 		return nil, fmt.Errorf("could not index managed Secrets: %w", err)
 	}
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueueLocal,
-		UpdateFunc: func(_, obj any) { c.enqueueLocal(obj) },
+		AddFunc:    func(obj any) { c.localChanged(nil, obj) },
+		UpdateFunc: c.localChanged,
 		DeleteFunc: c.forgetLocal,
 	})
 	if err != nil {
@@ -245,10 +237,19 @@ func (c *SyncController) Run(ctx context.Context) error {
 // It depends on the downstream cluster alone, never on an upstream.
 func (c *SyncController) Primed() bool { return c.primed.Load() }
 
-func (c *SyncController) enqueueLocal(obj any) {
-	if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
-		c.queue.Add(key)
+// localChanged queues a copy that was added (old is nil) or changed, and keeps
+// readers in step with what it reads.
+func (c *SyncController) localChanged(old, obj any) {
+	key, err := cache.MetaNamespaceKeyFunc(obj)
+	if err != nil {
+		return
 	}
+	if old == nil {
+		c.readers.set(key, nil, remotesOf(obj))
+	} else if before, now := relay.SourceAnnotation(old), relay.SourceAnnotation(obj); before != now {
+		c.readers.set(key, remotesOf(old), remotesOf(obj))
+	}
+	c.queue.Add(key)
 }
 
 func (c *SyncController) forgetLocal(obj any) {
@@ -256,6 +257,7 @@ func (c *SyncController) forgetLocal(obj any) {
 	if err != nil {
 		return
 	}
+	c.readers.set(key, remotesOf(obj), nil)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.seen, key)
@@ -265,11 +267,7 @@ func (c *SyncController) forgetLocal(obj any) {
 // upstreamChanged queues every local copy that reads the changed upstream Secret.
 func (c *SyncController) upstreamChanged(ev remote.SecretEvent) {
 	store := storeIndexKey(ev.Store.Kind, ev.Store.Namespace, ev.Store.Name)
-	keys, err := c.cfg.Local.Informer().GetIndexer().IndexKeys(remoteIndex, store+"\x00"+ev.Name)
-	if err != nil {
-		c.cfg.Logger.Error("could not look up copies", zap.String("index", remoteIndex), zap.Error(err))
-		return
-	}
+	keys := c.readers.of(store + "\x00" + ev.Name)
 	c.mu.Lock()
 	for _, key := range keys {
 		if _, ok := c.seen[key]; !ok {

@@ -151,6 +151,41 @@ func TestSyncController(t *testing.T) {
 		assert.Equal(t, "peter", h.copyValue("team-a", "creds", "username"))
 	})
 
+	t.Run("A copy whose source changes should follow what it reads now, and not what it read.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, []runtime.Object{
+			remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "peter"}),
+			remotetest.UpstreamSecret("other", map[string]string{"username": "paul"}),
+		})
+		for _, obj := range []runtime.Object{remotetest.Namespace("team-a", nil), remotetest.TokenSecret("team-a"),
+			h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, "")} {
+			require.NoError(t, h.down.Tracker().Add(obj))
+		}
+		h.startSync(true)
+		time.Sleep(100 * time.Millisecond)
+
+		edited, err := h.down.CoreV1().Secrets("team-a").Get(context.Background(), "creds", metav1.GetOptions{})
+		require.NoError(t, err)
+		edited.Annotations[relay.AnnotationSource] = relay.SourceOf(relay.SecretRequest{Name: "creds", Store: ownStore, Data: []relay.DataEntry{
+			{SecretKey: "username", RemoteRef: relay.RemoteRef{Key: "other", Property: "username"}},
+		}}).String()
+		_, err = h.down.CoreV1().Secrets("team-a").Update(context.Background(), edited, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return h.copyValue("team-a", "creds", "username") == "paul" }, 5*time.Second, 10*time.Millisecond)
+
+		up := func(name, value string) {
+			_, err := h.up.CoreV1().Secrets("default").Update(context.Background(), remotetest.UpstreamSecret(name, map[string]string{"username": value}), metav1.UpdateOptions{})
+			require.NoError(t, err)
+		}
+		up("other", "mary")
+		require.Eventually(t, func() bool { return h.copyValue("team-a", "creds", "username") == "mary" }, 5*time.Second, 10*time.Millisecond,
+			"a change to what it reads now reaches it")
+		writes := h.writes("team-a", "creds")
+		up("user-credentials", "changed")
+		time.Sleep(300 * time.Millisecond)
+		assert.Equal(t, writes, h.writes("team-a", "creds"), "a change to what it read no longer does")
+		assert.Equal(t, "mary", h.copyValue("team-a", "creds", "username"))
+	})
+
 	t.Run("An immutable copy should be replaced when upstream changes, not retried for ever.", func(t *testing.T) {
 		h := newHarness(t, syncStores(t), nil, []runtime.Object{remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "peter"})})
 		frozen := h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")

@@ -326,6 +326,21 @@ func SecretOf(obj any) (*corev1.Secret, bool) {
 	return nil, false
 }
 
+// SourceAnnotation returns the source annotation of an object of the copies cache,
+// without making a Secret of it.
+func SourceAnnotation(obj any) string {
+	switch o := obj.(type) {
+	case *cachedCopy:
+		if o.whole != nil {
+			return o.whole.Annotations[AnnotationSource]
+		}
+		return o.source
+	case *corev1.Secret:
+		return o.Annotations[AnnotationSource]
+	}
+	return ""
+}
+
 // HoldsData reports whether Secret s holds exactly data. s may be a copy from the
 // cache, which keeps only the digest of its data.
 func HoldsData(s *corev1.Secret, data map[string][]byte) bool {
