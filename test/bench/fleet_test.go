@@ -61,6 +61,9 @@ type fleetResult struct {
 	UpstreamSecrets int          `json:"upstreamSecrets"`
 	SecretBytes     int          `json:"secretBytes"`
 	Stages          []fleetStage `json:"stages"`
+	// BaselineHeapProfile is the fresh process's, against which each stage's
+	// profile tells what the copies added.
+	BaselineHeapProfile string `json:"baselineHeapProfile,omitempty"`
 	// Admission compares a warm review of one fleet pod (10 copies) with the
 	// no-op webhook, at the last stage.
 	Admission *admissionResult `json:"admission,omitempty"`
@@ -144,6 +147,7 @@ func (b *bench) measureFleet(t *testing.T) {
 	seed := newReviewTemplate(t, seedPod("bench-fleet-restart", "default"))
 	_, _ = b.restartRelay(t, seed)
 	baseline := settledRSS(t, b.w.Relay).RSS
+	res.BaselineHeapProfile = f.heapProfile(t, 0)
 	created := 0
 	for _, copies := range cfg.fleetStages {
 		st := fleetStage{Copies: copies, RSSBaselineBytes: baseline}
