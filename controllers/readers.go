@@ -4,8 +4,6 @@ import (
 	"slices"
 	"sync"
 
-	"k8s.io/client-go/tools/cache"
-
 	"github.com/secret-relay/secret-relay/relay"
 )
 
@@ -59,25 +57,13 @@ func (r *readers) of(remote string) []string {
 	return slices.Clone(r.remote[remote])
 }
 
-// remotesOf is what a cached copy reads, as readers names it; nothing when its
-// source is unreadable (the sync reports that).
+// remotesOf is what a cached copy reads, as readers names it.
 func remotesOf(obj any) []string {
-	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = tomb.Obj
-	}
-	s, ok := relay.SecretOf(obj)
-	if !ok {
-		return nil
-	}
-	src, err := relay.ParseSource(s.Annotations[relay.AnnotationSource])
-	if err != nil {
-		return nil
-	}
-	req := relay.SecretRequest{Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
-	store := storeIndexKey(src.Store.Kind, s.Namespace, src.Store.Name)
-	keys := req.RemoteKeys()
-	for i, name := range keys {
-		keys[i] = store + "\x00" + name
-	}
-	return keys
+	return bySource(obj, func(store string, req relay.SecretRequest) []string {
+		keys := req.RemoteKeys()
+		for i, name := range keys {
+			keys[i] = store + "\x00" + name
+		}
+		return keys
+	})
 }

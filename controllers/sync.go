@@ -100,7 +100,9 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 	inf := cfg.Local.Informer()
 	if err := inf.AddIndexers(cache.Indexers{
 		cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
-		storeIndex:           indexBySource(func(store string, _ relay.SecretRequest) []string { return []string{store} }),
+		storeIndex: func(obj any) ([]string, error) {
+			return bySource(obj, func(store string, _ relay.SecretRequest) []string { return []string{store} }), nil
+		},
 	}); err != nil {
 		return nil, fmt.Errorf("could not index managed Secrets: %w", err)
 	}
@@ -117,21 +119,23 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 	return c, nil
 }
 
-// indexBySource makes an index function of keys, which is given the copy's store (as
-// storeIndexKey names it) and what its source asks for.
-func indexBySource(keys func(store string, req relay.SecretRequest) []string) cache.IndexFunc {
-	return func(obj any) ([]string, error) {
-		s, ok := relay.SecretOf(obj)
-		if !ok {
-			return nil, nil
-		}
-		src, err := relay.ParseSource(s.Annotations[relay.AnnotationSource])
-		if err != nil {
-			return nil, nil // unreadable: no store feeds it; sync reports it
-		}
-		req := relay.SecretRequest{Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
-		return keys(storeIndexKey(src.Store.Kind, s.Namespace, src.Store.Name), req), nil
+// bySource is what keys makes of a cached copy's store (as storeIndexKey names it)
+// and of what its source asks for; nothing when the source is unreadable (the sync
+// reports that).
+func bySource(obj any, keys func(store string, req relay.SecretRequest) []string) []string {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
 	}
+	ns, annotation, ok := relay.CopySource(obj)
+	if !ok {
+		return nil
+	}
+	src, err := relay.ParseSource(annotation)
+	if err != nil {
+		return nil
+	}
+	req := relay.SecretRequest{Store: src.Store, Data: src.Data, DataFrom: src.DataFrom}
+	return keys(storeIndexKey(src.Store.Kind, ns, src.Store.Name), req)
 }
 
 func storeIndexKey(kind relay.StoreKind, copyNamespace, name string) string {
@@ -244,12 +248,19 @@ func (c *SyncController) localChanged(old, obj any) {
 	if err != nil {
 		return
 	}
-	if old == nil {
+	switch {
+	case old == nil:
 		c.readers.set(key, nil, remotesOf(obj))
-	} else if before, now := relay.SourceAnnotation(old), relay.SourceAnnotation(obj); before != now {
+	case sourceOf(old) != sourceOf(obj):
 		c.readers.set(key, remotesOf(old), remotesOf(obj))
 	}
 	c.queue.Add(key)
+}
+
+// sourceOf is a cached copy's source annotation.
+func sourceOf(obj any) string {
+	_, source, _ := relay.CopySource(obj)
+	return source
 }
 
 func (c *SyncController) forgetLocal(obj any) {

@@ -326,19 +326,19 @@ func SecretOf(obj any) (*corev1.Secret, bool) {
 	return nil, false
 }
 
-// SourceAnnotation returns the source annotation of an object of the copies cache,
-// without making a Secret of it.
-func SourceAnnotation(obj any) string {
+// CopySource returns the namespace and source annotation of an object of the copies
+// cache, without making a Secret of it.
+func CopySource(obj any) (namespace, source string, ok bool) {
 	switch o := obj.(type) {
 	case *cachedCopy:
 		if o.whole != nil {
-			return o.whole.Annotations[AnnotationSource]
+			return o.whole.Namespace, o.whole.Annotations[AnnotationSource], true
 		}
-		return o.source
+		return o.namespace, o.source, true
 	case *corev1.Secret:
-		return o.Annotations[AnnotationSource]
+		return o.Namespace, o.Annotations[AnnotationSource], true
 	}
-	return ""
+	return "", "", false
 }
 
 // HoldsData reports whether Secret s holds exactly data. s may be a copy from the
