@@ -95,6 +95,10 @@ fuzz: ## Fuzz the annotation parser, review decoding and store specs, FUZZTIME e
 	go test ./webhook -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME)
 	go test ./remote -run '^$$' -fuzz '^FuzzStoreSpec$$' -fuzztime $(FUZZTIME)
 
+.PHONY: image
+image: build ## Build the container image as a tarball, bin/secret-relay-image.tar, with no Docker engine.
+	go run ./hack/image -binary bin/secret-relay -ref $(IMG) -out bin/secret-relay-image.tar
+
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
