@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
@@ -60,7 +59,7 @@ func newHarness(t *testing.T, stores []runtime.Object, down []runtime.Object, up
 	h.stores = remote.NewStoreCache(h.storesAPI, time.Hour)
 	h.local = relay.NewManagedSecrets(h.down)
 	h.clients = remote.NewClients(remote.ClientsetRefReader(h.down), nil)
-	h.clients.BuildWith(func(*rest.Config) (kubernetes.Interface, error) { return h.up, nil })
+	h.clients.BuildWith(func(*rest.Config) (remote.UpstreamClient, error) { return h.up, nil })
 	h.upstreams = remote.NewUpstreams(h.ctx, h.clients, nil)
 	h.authz = remote.NewAuthorizer(h.stores, func(ctx context.Context, name string) (*corev1.Namespace, error) {
 		return h.down.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})

@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/secret-relay/secret-relay/relay"
@@ -57,7 +56,7 @@ type cacheKey struct {
 type Cache struct {
 	key       cacheKey
 	namespace string
-	client    kubernetes.Interface
+	client    UpstreamClient
 	reflector *cache.Reflector
 	onEvent   func(SecretEvent)
 	onHealth  func(*Store)
@@ -93,7 +92,7 @@ type Cache struct {
 	refusal error
 }
 
-func newUpstreamCache(key cacheKey, client kubernetes.Interface, onEvent func(SecretEvent), onHealth func(*Store), metrics *Metrics) *Cache {
+func newUpstreamCache(key cacheKey, client UpstreamClient, onEvent func(SecretEvent), onHealth func(*Store), metrics *Metrics) *Cache {
 	if onEvent == nil {
 		onEvent = func(SecretEvent) {}
 	}
@@ -308,7 +307,7 @@ func (c *Cache) refusalErr() error {
 // authenticated user may create), whether the client may verb Secrets in namespace.
 // An error is the API server's refusal of the credentials (401), or a failure to
 // ask.
-func CheckAccess(ctx context.Context, client kubernetes.Interface, namespace, verb string) (bool, error) {
+func CheckAccess(ctx context.Context, client UpstreamClient, namespace, verb string) (bool, error) {
 	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
 		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: verb, Resource: "secrets"},
 	}}

@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
@@ -52,7 +51,7 @@ func newUpstreamWorld(t *testing.T, stores []runtime.Object, down []runtime.Obje
 	w.stores = NewStoreCache(remotetest.StoreClient(stores...), time.Hour)
 	w.refs = NewRefCache(t.Context(), w.down)
 	clients := NewClients(w.refs, nil)
-	clients.BuildWith(func(*rest.Config) (kubernetes.Interface, error) { w.builds++; return w.up, nil })
+	clients.BuildWith(func(*rest.Config) (UpstreamClient, error) { w.builds++; return w.up, nil })
 	w.upstreams = NewUpstreams(t.Context(), clients, nil)
 	nsInformers := informers.NewSharedInformerFactory(w.down, 0)
 	lister := nsInformers.Core().V1().Namespaces().Lister()
