@@ -117,7 +117,8 @@ var conflictBackoff = wait.Backoff{Steps: 5, Duration: 5 * time.Millisecond, Fac
 // DenyError). A write that fails is a relay.Error too, naming the Secret and the reason.
 func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun bool) (Result, error) {
 	var res Result
-	reqs, err := m.parsed.parse(pod.Annotations)
+	asked := askedOf(pod.Annotations)
+	reqs, err := m.parsed.parse(asked, pod.Annotations)
 	if err != nil || reqs == nil {
 		return res, err
 	}
@@ -163,7 +164,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 	}
 
 	// No versions, and so nothing remembered, when an item was served from its copy.
-	key, versions := keyOf(ns, pod), versionsOf(existing, remotes, reqs, m.cfg.Tokens)
+	key, versions := verifiedKey{namespace: ns, asked: asked}, versionsOf(existing, remotes, reqs, m.cfg.Tokens)
 	if m.verified.verified(key, versions) {
 		for i, req := range reqs {
 			tokens[req.Name] = existing[i].Annotations[relay.AnnotationDataHash]

@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"sync"
 
 	"github.com/secret-relay/secret-relay/relay"
@@ -13,29 +15,25 @@ const parsedCacheSize = 512
 // parsedAnnotations memoizes ParseAnnotations, which is pure: parsing YAML is most of
 // the cost of a warm admission, and every replica of a Deployment asks the same.
 // Results are shared and must not be modified.
+//
+// Entries are keyed by the digest of the annotations (see askedOf), not by their
+// text: a pod of ten copies asks in about 2 KB, which the memo would otherwise keep
+// alive for each of its entries.
 type parsedAnnotations struct {
 	mu      sync.Mutex
-	entries map[parsedKey]parsedResult
+	entries map[asked]parsedResult
 }
-
-type parsedKey struct{ store, secrets string }
 
 type parsedResult struct {
 	reqs []relay.SecretRequest
 	err  error
 }
 
-func (c *parsedAnnotations) parse(annotations map[string]string) ([]relay.SecretRequest, error) {
-	secrets, ok := annotations[relay.AnnotationSecrets]
-	if !ok {
+// parse returns ParseAnnotations(annotations); key is askedOf(annotations).
+func (c *parsedAnnotations) parse(key asked, annotations map[string]string) ([]relay.SecretRequest, error) {
+	if _, ok := annotations[relay.AnnotationSecrets]; !ok {
 		return nil, nil
 	}
-	store, hasStore := annotations[relay.AnnotationStore]
-	if !hasStore {
-		// Distinguish "no store annotation" from an empty one.
-		store = "\x00"
-	}
-	key := parsedKey{store: store, secrets: secrets}
 	c.mu.Lock()
 	r, ok := c.entries[key]
 	c.mu.Unlock()
@@ -48,8 +46,29 @@ func (c *parsedAnnotations) parse(annotations map[string]string) ([]relay.Secret
 	if c.entries == nil || len(c.entries) >= parsedCacheSize {
 		// Start over rather than track recency: a full memo means churn, and the
 		// cost of a miss is one parse.
-		c.entries = make(map[parsedKey]parsedResult, parsedCacheSize)
+		c.entries = make(map[asked]parsedResult, parsedCacheSize)
 	}
 	c.entries[key] = parsedResult{reqs: reqs, err: err}
 	return reqs, err
+}
+
+// asked is the digest of what a pod asks for, its store and secrets annotations:
+// the key of both memos of warm admissions.
+type asked [sha256.Size]byte
+
+func askedOf(annotations map[string]string) asked {
+	store, hasStore := annotations[relay.AnnotationStore]
+	// A missing store annotation is not an empty one: its length is written as 0,
+	// an empty one's as 1.
+	n := uint64(0)
+	if hasStore {
+		n = uint64(len(store)) + 1
+	}
+	h := sha256.New()
+	h.Write(binary.BigEndian.AppendUint64(nil, n))
+	h.Write([]byte(store))
+	h.Write([]byte(annotations[relay.AnnotationSecrets]))
+	var a asked
+	h.Sum(a[:0])
+	return a
 }

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"strings"
 	"sync"
 
@@ -31,23 +30,12 @@ type verifiedPods struct {
 // with ten copies, the text, the versions and the tokens were about 5 KB.
 type verifiedKey struct {
 	namespace string
-	asked     [sha256.Size]byte
+	asked     asked
 }
 
 // versions is the digest of what a verification depends on (see versionsOf); zero
 // when a version is unknown.
 type versions [sha256.Size]byte
-
-func keyOf(ns string, pod *corev1.Pod) verifiedKey {
-	store, secrets := pod.Annotations[relay.AnnotationStore], pod.Annotations[relay.AnnotationSecrets]
-	h := sha256.New()
-	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(store))))
-	h.Write([]byte(store))
-	h.Write([]byte(secrets))
-	k := verifiedKey{namespace: ns}
-	h.Sum(k.asked[:0])
-	return k
-}
 
 // verified reports whether the copies of key were verified at versions.
 func (v *verifiedPods) verified(key verifiedKey, at versions) bool {
