@@ -35,6 +35,10 @@ build: ## Build bin/secret-relay, stamped with the git version.
 tools: ## Build kube-apiserver, etcd, kubectl (v1.37.2), helm and the code generators into the tool cache, if missing.
 	hack/tools.sh all
 
+.PHONY: tools-node
+tools-node: ## Build the real node's tools (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, containerd) and apt-install runc, CNI plugins, iptables, conntrack.
+	hack/tools.sh node
+
 .PHONY: manifests
 manifests: ## Regenerate from api/v1alpha1's markers: DeepCopy, the typed client (api/client) and the CRDs.
 	hack/generate.sh
