@@ -46,7 +46,7 @@ func (c *parsedAnnotations) parse(key asked, annotations map[string]string) ([]r
 	if c.entries == nil || len(c.entries) >= parsedCacheSize {
 		// Start over rather than track recency: a full memo means churn, and the
 		// cost of a miss is one parse.
-		c.entries = make(map[asked]parsedResult, parsedCacheSize)
+		c.entries = map[asked]parsedResult{}
 	}
 	c.entries[key] = parsedResult{reqs: reqs, err: err}
 	return reqs, err

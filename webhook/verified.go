@@ -55,7 +55,9 @@ func (v *verifiedPods) put(key verifiedKey, at versions) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.entries == nil || len(v.entries) >= verifiedCacheSize {
-		v.entries = make(map[verifiedKey]versions, verifiedCacheSize)
+		// Not sized for a full memo: that is about 1 MB from the first pod on, for
+		// clusters that remember a few hundred.
+		v.entries = map[verifiedKey]versions{}
 	}
 	v.entries[key] = at
 }

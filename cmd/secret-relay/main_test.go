@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -118,6 +119,20 @@ func TestProfilingIsOffByDefault(t *testing.T) {
 		probeMux(reg, nil, c.profiling).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/heap", nil))
 		assert.Equal(t, c.want, rec.Code, "profiling %v", c.profiling)
 	}
+}
+
+func TestGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	t.Setenv(memoryLimitEnv, "")
+	require.NoError(t, setRuntimeLimits())
+	assert.Equal(t, gcPercent, debug.SetGCPercent(100), "without GOGC, secret-relay's own target")
+
+	t.Setenv("GOGC", "100")
+	debug.SetGCPercent(80) // as if the runtime had read GOGC
+	require.NoError(t, setRuntimeLimits())
+	assert.Equal(t, 80, debug.SetGCPercent(100), "GOGC, when set, wins")
 }
 
 func TestSoftMemoryLimit(t *testing.T) {

@@ -33,8 +33,22 @@ func softMemoryLimit(goMemLimit, containerLimit string) (int64, error) {
 	return int64(float64(limit) * memoryLimitShare), nil
 }
 
-// setMemoryLimit applies softMemoryLimit to the runtime.
-func setMemoryLimit() error {
+// gcPercent is the collector's target when GOGC is not set: a collection starts
+// once the heap has grown by half of what the last one left live, rather than by
+// all of it (Go's default, 100). Nearly all of secret-relay's live heap is its
+// caches, long-lived and growing with the copies, while admissions and syncs
+// allocate little. At 100 the runtime holds as much again in garbage, so each
+// cached copy costs twice its size in resident memory; at 50, one and a half. The
+// collector runs twice as often for it, on a small allocation rate. Prometheus, also
+// a cache-bound Go server, lowered its default the same way (to 75).
+const gcPercent = 50
+
+// setRuntimeLimits applies softMemoryLimit and gcPercent to the runtime. GOGC and
+// GOMEMLIMIT, when set, are the runtime's own and win.
+func setRuntimeLimits() error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	limit, err := softMemoryLimit(os.Getenv("GOMEMLIMIT"), os.Getenv(memoryLimitEnv))
 	if err != nil || limit == 0 {
 		return err

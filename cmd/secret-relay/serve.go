@@ -59,7 +59,7 @@ func serve(ctx context.Context, f Flags) error {
 		return err
 	}
 	defer func() { _ = logger.Sync() }()
-	if err := setMemoryLimit(); err != nil {
+	if err := setRuntimeLimits(); err != nil {
 		return err
 	}
 
