@@ -117,8 +117,7 @@ var conflictBackoff = wait.Backoff{Steps: 5, Duration: 5 * time.Millisecond, Fac
 // DenyError). A write that fails is a relay.Error too, naming the Secret and the reason.
 func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun bool) (Result, error) {
 	var res Result
-	asked := askedOf(pod.Annotations)
-	reqs, err := m.parsed.parse(asked, pod.Annotations)
+	reqs, asked, err := m.parsed.parse(pod.Annotations)
 	if err != nil || reqs == nil {
 		return res, err
 	}

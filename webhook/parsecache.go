@@ -29,16 +29,18 @@ type parsedResult struct {
 	err  error
 }
 
-// parse returns ParseAnnotations(annotations); key is askedOf(annotations).
-func (c *parsedAnnotations) parse(key asked, annotations map[string]string) ([]relay.SecretRequest, error) {
+// parse returns ParseAnnotations(annotations), and the digest it memoizes them by
+// (askedOf), for the verified-pods memo. A pod that asks for nothing costs no digest.
+func (c *parsedAnnotations) parse(annotations map[string]string) ([]relay.SecretRequest, asked, error) {
 	if _, ok := annotations[relay.AnnotationSecrets]; !ok {
-		return nil, nil
+		return nil, asked{}, nil
 	}
+	key := askedOf(annotations)
 	c.mu.Lock()
 	r, ok := c.entries[key]
 	c.mu.Unlock()
 	if ok {
-		return r.reqs, r.err
+		return r.reqs, key, r.err
 	}
 	reqs, err := ParseAnnotations(annotations)
 	c.mu.Lock()
@@ -49,7 +51,7 @@ func (c *parsedAnnotations) parse(key asked, annotations map[string]string) ([]r
 		c.entries = map[asked]parsedResult{}
 	}
 	c.entries[key] = parsedResult{reqs: reqs, err: err}
-	return reqs, err
+	return reqs, key, err
 }
 
 // asked is the digest of what a pod asks for, its store and secrets annotations:

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"time"
@@ -56,10 +57,10 @@ type Spec struct {
 // epoch is every file's and the image's date: the same inputs give the same image.
 var epoch = time.Unix(0, 0).UTC()
 
-// Build writes the image of spec to path as an OCI image layout archive, and
+// Build writes the image of spec to out as an OCI image layout archive, and
 // returns its digest. The index names the image twice, as containerd
 // (io.containerd.image.name, the whole reference) and the OCI spec (the tag) do.
-func Build(spec Spec, path string) (v1.Hash, error) {
+func Build(spec Spec, out string) (v1.Hash, error) {
 	ref, err := name.NewTag(spec.Ref, name.WeakValidation)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("image reference %q: %w", spec.Ref, err)
@@ -84,14 +85,14 @@ func Build(spec Spec, path string) (v1.Hash, error) {
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("image layout: %w", err)
 	}
-	if err := tarDir(dir, path); err != nil {
-		return v1.Hash{}, fmt.Errorf("writing %s: %w", path, err)
+	if err := tarDir(dir, out); err != nil {
+		return v1.Hash{}, fmt.Errorf("writing %s: %w", out, err)
 	}
 	return img.Digest()
 }
 
-// tarDir writes the files under dir, in path order, as a tar at path.
-func tarDir(dir, path string) error {
+// tarDir writes the files under dir, in path order, as a tar at out.
+func tarDir(dir, out string) error {
 	var files []File
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -112,7 +113,7 @@ func tarDir(dir, path string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, archive, 0o644)
+	return os.WriteFile(out, archive, 0o644)
 }
 
 func imageOf(spec Spec) (v1.Image, error) {
@@ -154,7 +155,7 @@ func layerOf(files []File) ([]byte, error) {
 		byPath[f.Path] = f
 	}
 	for _, f := range files {
-		for d := parent(f.Path); d != "/"; d = parent(d) {
+		for d := path.Dir(f.Path); d != "/"; d = path.Dir(d) {
 			if _, ok := byPath[d]; !ok {
 				byPath[d] = File{Path: d, Mode: 0o755, Dir: true}
 			}
@@ -184,22 +185,13 @@ func layerOf(files []File) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func parent(p string) string {
-	for i := len(p) - 1; i > 0; i-- {
-		if p[i] == '/' {
-			return p[:i]
-		}
-	}
-	return "/"
-}
-
-// Binary reads a static binary into the file at path in the image.
-func Binary(from, path string) (File, error) {
+// Binary reads the static binary from into the file to of the image.
+func Binary(from, to string) (File, error) {
 	data, err := os.ReadFile(from)
 	if err != nil {
 		return File{}, err
 	}
-	return File{Path: path, Mode: 0o755, Data: data}, nil
+	return File{Path: to, Mode: 0o755, Data: data}, nil
 }
 
 // CACertificatesPath is where the image keeps the CA bundle, as distroless does.

@@ -133,7 +133,7 @@ func TestSecretRelayMatchesDockerfile(t *testing.T) {
 		assert.Equal(t, int64(0o755), h.Mode, "%s is executable", dest)
 		assert.Equal(t, []byte("\x7fELF not really"), data[dest])
 	}
-	assert.Equal(t, docker.entrypoint[0], "/secret-relay", "the entrypoint is the copied binary")
+	assert.Contains(t, docker.copies, docker.entrypoint[0], "the entrypoint is the copied binary")
 
 	// What distroless/static:nonroot gives that secret-relay relies on.
 	uid, gid, _ := strings.Cut(docker.user, ":")
