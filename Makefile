@@ -32,11 +32,11 @@ build: ## Build bin/secret-relay, stamped with the git version.
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/secret-relay ./cmd/secret-relay
 
 .PHONY: tools
-tools: ## Build kube-apiserver, etcd, kubectl (v1.37.2), helm and the code generators into the tool cache, if missing.
+tools: ## Build what the tests need into the tool cache, if missing: kube-apiserver, etcd, kubectl, helm, the code generators and the real node's tools.
 	hack/tools.sh all
 
 .PHONY: tools-node
-tools-node: ## Build the real node's tools (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, containerd) and apt-install runc, CNI plugins, iptables, conntrack.
+tools-node: ## Only the real node's tools (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, containerd) and apt-install runc, CNI plugins, iptables, conntrack.
 	hack/tools.sh node
 
 .PHONY: manifests

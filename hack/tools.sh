@@ -3,7 +3,7 @@
 # so that every clone on this machine reuses them. It builds only what is missing and
 # prints what it built and how long that took.
 #
-#   hack/tools.sh            build what is missing
+#   hack/tools.sh            build what is missing (all of the below)
 #   hack/tools.sh gen        only the code generators (controller-gen, client-gen, ...)
 #   hack/tools.sh node       only the real node's: kubelet, kube-controller-manager,
 #                            kube-scheduler, kube-proxy, containerd, and the Debian
@@ -96,8 +96,8 @@ if [ "$only" = all ] || [ "$only" = gen ]; then
 		go_install "$g" "$codegen_dir" "k8s.io/code-generator/cmd/$g@$CODE_GENERATOR_VERSION"
 	done
 fi
-# The real node's tools are built on their own until its suite runs in make test.
-if [ "$only" = node ]; then
+# The real node's tools: test/node and the suites on it.
+if [ "$only" = all ] || [ "$only" = node ]; then
 	for t in kubelet kube-controller-manager kube-scheduler kube-proxy; do build_k8s "$t"; done
 	# Static, no cgo, without the snapshotters the node does not use; the shim also
 	# without gRPC, as containerd's own release builds do.

@@ -25,17 +25,26 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/secret-relay/secret-relay/certs/certstest"
 )
 
 // K8sVersion is the version of the control-plane binaries the test bed runs.
 const K8sVersion = "v1.37.2"
 
-// BinaryDir is where `make tools` puts kube-apiserver, etcd and kubectl. The Makefile
-// exports KUBEBUILDER_ASSETS; without it the default cache path of hack/tools.sh is used.
+// BinaryDir is where `make tools` puts kube-apiserver, etcd and kubectl (and, with
+// `make tools-node`, the real node's kubelet and its peers). The Makefile exports
+// KUBEBUILDER_ASSETS; without it the default cache path of hack/tools.sh is used.
 func BinaryDir() string {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
 		return dir
 	}
+	return ToolDir("k8s-" + K8sVersion)
+}
+
+// ToolDir is the directory of one versioned tool in hack/tools.sh's cache, such as
+// "containerd-v2.4.2".
+func ToolDir(versioned string) string {
 	cache := os.Getenv("SECRET_RELAY_TOOLS_CACHE")
 	if cache == "" {
 		base, err := os.UserCacheDir()
@@ -44,7 +53,7 @@ func BinaryDir() string {
 		}
 		cache = filepath.Join(base, "secret-relay", "tools")
 	}
-	return filepath.Join(cache, "k8s-"+K8sVersion)
+	return filepath.Join(cache, versioned)
 }
 
 // Options shape one control plane.
@@ -56,6 +65,9 @@ type Options struct {
 	CRDDirs []string
 	// APIServerArgs are extra kube-apiserver flags, without the leading dashes.
 	APIServerArgs map[string]string
+	// ServingHosts are addresses, beyond 127.0.0.1 and localhost, that the API
+	// server's serving certificate covers: where pods on the real node reach it.
+	ServingHosts []string
 }
 
 // ControlPlane is one running cluster: etcd and kube-apiserver, no kubelet and no
@@ -127,6 +139,11 @@ func start(t testing.TB, name string, opts Options) (*ControlPlane, error) {
 	if err := os.MkdirAll(api.CertDir, 0o700); err != nil {
 		return nil, err
 	}
+	if len(opts.ServingHosts) > 0 {
+		if err := servingCerts(api, opts.ServingHosts); err != nil {
+			return nil, err
+		}
+	}
 	if opts.AuditLog {
 		if err := cp.configureAudit(api); err != nil {
 			return nil, err
@@ -159,6 +176,33 @@ func start(t testing.TB, name string, opts Options) (*ControlPlane, error) {
 		return nil, err
 	}
 	return cp, nil
+}
+
+// servingCerts writes the files envtest would generate, with a serving certificate
+// that also covers hosts: envtest keeps certificates it finds in the cert dir.
+func servingCerts(api *envtest.APIServer, hosts []string) error {
+	ca, err := certstest.NewCA("secret-relay-test-apiserver-ca")
+	if err != nil {
+		return err
+	}
+	serving, err := ca.ServingCert(append([]string{"127.0.0.1", "localhost"}, hosts...)...)
+	if err != nil {
+		return err
+	}
+	signer, err := ca.ClientCert("service-account-signer")
+	if err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{
+		"apiserver.crt": serving.CertPEM, "apiserver.key": serving.KeyPEM,
+		"sa-signer.crt": signer.CertPEM, "sa-signer.key": signer.KeyPEM,
+	} {
+		if err := os.WriteFile(filepath.Join(api.CertDir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	api.SecureServing.CA = ca.CertPEM()
+	return nil
 }
 
 func (cp *ControlPlane) shutdown(t testing.TB) {
