@@ -36,6 +36,23 @@ func CRDDir() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "manifests", "crds")
 }
 
+// CertManagerCRDDir is deploy/crds of the cert-manager module this repository
+// requires: the CRDs a cluster has once cert-manager is installed.
+func CertManagerCRDDir(t testing.TB) string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager")
+	cmd.Dir = filepath.Join(CRDDir(), "..", "..")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("could not find the cert-manager module: %v", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // BuildRelay builds secret-relay into dir and returns the binary's path.
 func BuildRelay(dir string) (string, error) {
 	bin := dir + "/secret-relay"

@@ -17,20 +17,6 @@ import (
 	"github.com/secret-relay/secret-relay/test/cluster"
 )
 
-// certManagerCRDs is deploy/crds of the cert-manager module this repository
-// requires: the CRDs a cluster has once cert-manager is installed.
-func certManagerCRDs(t *testing.T) string {
-	t.Helper()
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager")
-	cmd.Dir = filepath.Join(cluster.CRDDir(), "..", "..")
-	out, err := cmd.Output()
-	require.NoError(t, err)
-	dir := filepath.Join(strings.TrimSpace(string(out)), "deploy", "crds")
-	_, err = os.Stat(dir)
-	require.NoError(t, err)
-	return dir
-}
-
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -49,7 +35,7 @@ func helmBinary(t *testing.T) string {
 // control plane that has cert-manager's CRDs (no cert-manager and no kubelet run:
 // objects are created, not brought to life).
 func TestInstall(t *testing.T) {
-	crds := certManagerCRDs(t)
+	crds := cluster.CertManagerCRDDir(t)
 	kubectl := cluster.BinaryDir() + "/kubectl"
 	manifests := filepath.Join(cluster.CRDDir(), "..")
 	expected := []string{

@@ -59,8 +59,11 @@ func (n *Node) apiServerArgs() []string {
 		"--kubelet-client-key=" + pki("apiserver-kubelet-client.key"),
 		"--kubelet-certificate-authority=" + pki("ca.crt"),
 		"--kubelet-preferred-address-types=InternalIP",
-		// The API server dials a webhook's pod IP itself, not its ClusterIP.
-		"--enable-aggregator-routing=true",
+		// No --enable-aggregator-routing, as kubeadm: the API server calls a
+		// webhook's Service through its ClusterIP and kube-proxy's rules, which
+		// follow a terminating pod a moment later than the API server's own
+		// endpoint informer would. That is the path where secret-relay's shutdown
+		// delay matters.
 		"--allow-privileged=true",
 	}
 }

@@ -72,3 +72,13 @@ func (n *Node) importImage(tarball string) error {
 	}
 	return nil
 }
+
+// Ctr runs containerd's ctr against the node's containerd, in kubelet's namespace.
+func (n *Node) Ctr(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(containerdDir(), "ctr"), append([]string{"--address", n.containerdSocket(), "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}

@@ -1,0 +1,241 @@
+// Package e2enode_test runs secret-relay as users do: its image on a real node
+// (test/node), installed by Helm or kubectl, called by the API server through its
+// Service, relaying to containers that read what it wrote. The upstream is an envtest
+// control plane on the host's loopback, exposed inside the node's namespace.
+package e2enode_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/secret-relay/secret-relay/test/cluster"
+	"github.com/secret-relay/secret-relay/test/image"
+	"github.com/secret-relay/secret-relay/test/node"
+)
+
+// relayImage is the image the suite builds and imports: pods name it with
+// imagePullPolicy Never, since no registry is reachable.
+const (
+	relayRepository = "ghcr.io/secret-relay/secret-relay"
+	relayTag        = "e2e"
+)
+
+// world is the real node, the upstream and secret-relay's image on the node.
+type world struct {
+	node *node.Node
+	up   *cluster.ControlPlane
+	// upstreamURL is where pods reach the upstream API server.
+	upstreamURL string
+	reader      cluster.Reader
+	root        string // the checkout
+}
+
+// relayBinary builds secret-relay, static, once per test binary.
+var relayBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "secret-relay-image-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "secret-relay")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=e2e", "-o", bin, "github.com/secret-relay/secret-relay/cmd/secret-relay")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("could not build secret-relay: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// importRelay builds secret-relay's image as `make image` does, named ref, and
+// imports it into the node.
+func (w *world) importRelay(t *testing.T, ref string) {
+	t.Helper()
+	bin, err := relayBinary()
+	require.NoError(t, err)
+	spec, err := image.SecretRelay(ref, bin, "/etc/ssl/certs/ca-certificates.crt")
+	require.NoError(t, err)
+	tar := filepath.Join(t.TempDir(), "secret-relay-image.tar")
+	_, err = image.Build(spec, tar)
+	require.NoError(t, err)
+	w.node.Import(t, tar)
+}
+
+// newWorld starts the node and the upstream, and seeds
+// the upstream as ../shared/seed has it: user-credentials, and the eso-reader
+// account that may read it.
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	up := cluster.Start(t, "upstream", cluster.Options{ServingHosts: []string{node.ExposeIP(node.Options{})}})
+	n := node.Start(t)
+	upURL, err := url.Parse(up.URL())
+	require.NoError(t, err)
+	w := &world{
+		node:        n,
+		up:          up,
+		upstreamURL: "https://" + n.Expose(t, upURL.Host),
+		root:        filepath.Join(cluster.CRDDir(), "..", ".."),
+	}
+	w.reader = up.SeedReader(t, "default")
+	up.CreateSecret(t, "default", "user-credentials", map[string]string{"username": "peter", "password": "asdf1234"})
+	return w
+}
+
+// kubectl runs kubectl against the node and returns its output.
+func (w *world) kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	return run(t, filepath.Join(cluster.BinaryDir(), "kubectl"), append([]string{"--kubeconfig", w.node.Kubeconfig}, args...)...)
+}
+
+// helm runs helm against the node and returns its output.
+func (w *world) helm(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(w.root, "hack", "tools.sh"), "--print", "helm").Output()
+	require.NoError(t, err)
+	return run(t, strings.TrimSpace(string(out)), append([]string{"--kubeconfig", w.node.Kubeconfig}, args...)...)
+}
+
+func run(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	require.NoError(t, err, "%s %s:\n%s", filepath.Base(bin), strings.Join(args, " "), out)
+	return string(out)
+}
+
+// apply pipes YAML to kubectl apply.
+func (w *world) apply(t *testing.T, manifest string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(cluster.BinaryDir(), "kubectl"), "--kubeconfig", w.node.Kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "kubectl apply:\n%s\n%s", manifest, out)
+}
+
+// seedStore creates, in namespace ns, the seed's token Secret, the upstream's CA
+// and the SecretStore remote-k8s-store, and waits for the relay to find it Ready:
+// the relay, in its pod, reached the upstream with the token.
+func (w *world) seedStore(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	c := w.node.Client
+	if ns != "default" {
+		_, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	_, err := c.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "remote-sa-token"},
+		StringData: map[string]string{"token": w.reader.Token},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = c.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-root-remote-ca.crt"},
+		Data:       map[string]string{"ca.crt": string(w.up.CA())},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	w.apply(t, fmt.Sprintf(`apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata:
+  name: remote-k8s-store
+  namespace: %s
+spec:
+  provider:
+    kubernetes:
+      server:
+        url: %s
+        caProvider:
+          type: ConfigMap
+          name: kube-root-remote-ca.crt
+          key: ca.crt
+      remoteNamespace: default
+      auth:
+        token:
+          bearerToken:
+            name: remote-sa-token
+            key: token
+`, ns, w.upstreamURL))
+	out, err := exec.Command(filepath.Join(cluster.BinaryDir(), "kubectl"), "--kubeconfig", w.node.Kubeconfig,
+		"wait", "--for=condition=Ready", "--timeout=60s", "-n", ns, "secretstore/remote-k8s-store").CombinedOutput()
+	if err != nil {
+		t.Fatalf("the store did not turn Ready: %v %s\n%s\nsecret-relay's logs:\n%s", err, out,
+			w.kubectl(t, "-n", ns, "get", "secretstore/remote-k8s-store", "-o", "yaml"), w.relayLogs(t))
+	}
+}
+
+// relayLogs is the end of every secret-relay pod's log, for a failure message.
+func (w *world) relayLogs(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, p := range w.podsOf(t, "secret-relay", "app.kubernetes.io/name=secret-relay") {
+		logs, err := w.node.Logs(context.Background(), p.Namespace, p.Name)
+		if len(logs) > 4000 {
+			logs = logs[len(logs)-4000:]
+		}
+		fmt.Fprintf(&b, "--- %s (%v) ---\n%s\n", p.Name, err, logs)
+	}
+	return b.String()
+}
+
+// relayAnnotations are the README's: pulled-secrets holds username, for envFrom.
+var relayAnnotations = map[string]string{
+	"secret-relay.io/store": "remote-k8s-store",
+	"secret-relay.io/secrets": `- name: pulled-secrets
+  env: true
+  data:
+  - secretKey: username
+    remoteRef: {key: user-credentials, property: username}
+`,
+}
+
+// appDeployment is the README's Deployment, with the reader as its container: it
+// gets username from envFrom (the relay adds it) and from pulled-secrets mounted at
+// /etc/secret.
+func appDeployment(ns string) *appsv1.Deployment {
+	spec := node.ReaderPodSpec("pulled-secrets", "username")
+	// The env comes from the relay's envFrom, not from a secretKeyRef.
+	spec.Containers[0].Env = nil
+	spec.Containers[0].Args = []string{"-env", "username", "-file", "/etc/secret/username"}
+	labels := map[string]string{"app": "app"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: relayAnnotations},
+				Spec:       spec,
+			},
+		},
+	}
+}
+
+// podsOf lists the pods of a label selector.
+func (w *world) podsOf(t *testing.T, ns, selector string) []corev1.Pod {
+	t.Helper()
+	pods, err := w.node.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	require.NoError(t, err)
+	return pods.Items
+}
+
+// waitFor polls cond every 100ms for up to within, and fails with what says why.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
