@@ -79,16 +79,25 @@ fmt: ## Format the code.
 demo: tools ## Run the seed scenario end to end on two local control planes.
 	@SECRET_RELAY_DEMO=1 KEEP=$(KEEP) go test ./test/demo -run TestDemo -count=1 -v -timeout 30m
 
+.PHONY: demo-node
+demo-node: tools ## The seed walkthrough on a real node: the Helm chart running as pods, ending with the container's own output.
+	@SECRET_RELAY_DEMO=node go test ./test/demo -run TestDemoNode -count=1 -v -timeout 15m
+
 # BENCH_OUT is where make bench writes its JSON report; the fleet's scaling curve
 # goes beside it, as <report>-fleet.png.
 BENCH_OUT ?= bin/bench-results.json
 
 .PHONY: bench
-bench: tools ## Run the benchmarks, each against a baseline in the same run; writes bin/bench-results.json and the fleet's curve.
+bench: tools ## Run the benchmarks, each against a baseline in the same run; writes bin/bench-results.json and the fleet's curve, then bench-node.
 	SECRET_RELAY_BENCH=1 BENCH_OUT=$(abspath $(BENCH_OUT)) go test ./test/bench/ -run TestBench -v -count=1 -timeout 60m
 	@if grep -q '"fleet"' $(BENCH_OUT); then \
 		cd test/plot && go run . $(abspath $(BENCH_OUT)) $(abspath $(basename $(BENCH_OUT))-fleet.png) && \
 		echo "fleet scaling curve written to $(basename $(BENCH_OUT))-fleet.png"; fi
+	@if [ -z "$(BENCH_ONLY)" ]; then $(MAKE) --no-print-directory bench-node; fi
+
+.PHONY: bench-node
+bench-node: tools ## On the real node: pod create → container running with its Secret, relayed against a Secret that exists; writes <BENCH_OUT>-node.json.
+	SECRET_RELAY_BENCH=1 BENCH_NODE_OUT=$(abspath $(basename $(BENCH_OUT))-node.json) go test ./test/e2enode/ -run TestBenchNode -v -count=1 -timeout 20m
 
 # FUZZTIME is how long each fuzz target runs: make fuzz FUZZTIME=5m
 FUZZTIME ?= 1m

@@ -8,11 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,31 +42,11 @@ type world struct {
 	root        string // the checkout
 }
 
-// relayBinary builds secret-relay, static, once per test binary.
-var relayBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "secret-relay-image-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "secret-relay")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=e2e", "-o", bin, "github.com/secret-relay/secret-relay/cmd/secret-relay")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("could not build secret-relay: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
 // importRelay builds secret-relay's image as `make image` does, named ref, and
 // imports it into the node.
 func (w *world) importRelay(t *testing.T, ref string) {
 	t.Helper()
-	bin, err := relayBinary()
-	require.NoError(t, err)
-	spec, err := image.SecretRelay(ref, bin, "/etc/ssl/certs/ca-certificates.crt")
-	require.NoError(t, err)
-	tar := filepath.Join(t.TempDir(), "secret-relay-image.tar")
-	_, err = image.Build(spec, tar)
+	tar, err := image.BuildSecretRelay(ref, "e2e", t.TempDir())
 	require.NoError(t, err)
 	w.node.Import(t, tar)
 }
