@@ -46,17 +46,12 @@ func TestBenchNode(t *testing.T) {
 	const ns = "bench"
 	w.seedStore(t, ns)
 
-	ctx := context.Background()
 	// One of each first, so that neither measurement pays for a cold start.
 	w.podReadsSecret(t, ns, "warm-relayed", "warm-relayed", true)
 	w.podReadsSecret(t, ns, "warm-baseline", "warm-baseline", false)
 	var relayed, baseline []time.Duration
 	for i := range pods {
 		name := fmt.Sprintf("baseline-%02d", i)
-		_, err := w.node.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name}, StringData: map[string]string{"username": "peter"},
-		}, metav1.CreateOptions{})
-		require.NoError(t, err)
 		baseline = append(baseline, w.podReadsSecret(t, ns, name, name, false))
 		name = fmt.Sprintf("relayed-%02d", i)
 		relayed = append(relayed, w.podReadsSecret(t, ns, name, name, true))
@@ -100,7 +95,8 @@ func summarizeDurations(ds []time.Duration) durationsSum {
 }
 
 // podReadsSecret creates a reader pod of Secret secret (relayed: named in the
-// annotation, for the webhook to write; otherwise existing, named in envFrom),
+// annotation, for the webhook to write; otherwise created first and named in
+// envFrom),
 // returns how long it took from the create call to the container's first read of
 // the mounted file, by the container's own clock line, and deletes the pod.
 func (w *world) podReadsSecret(t *testing.T, ns, name, secret string, relayed bool) time.Duration {
@@ -121,6 +117,10 @@ func (w *world) podReadsSecret(t *testing.T, ns, name, secret string, relayed bo
 `, secret),
 		}
 	} else {
+		_, err := w.node.Client.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: secret}, StringData: map[string]string{"username": "peter"},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
 		c.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret}}}}
 	}
 	pods := w.node.Client.CoreV1().Pods(ns)
