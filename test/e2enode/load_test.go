@@ -72,6 +72,17 @@ func (w *world) startLoad(t *testing.T, ns string) *load {
 	return l
 }
 
+// underLoad runs disrupt while the creators run, from 2 s after they start to 2 s
+// before they stop, and says what they saw.
+func (w *world) underLoad(t *testing.T, disrupt func()) loadResult {
+	t.Helper()
+	l := w.startLoad(t, "load")
+	time.Sleep(2 * time.Second)
+	disrupt()
+	time.Sleep(2 * time.Second)
+	return l.result()
+}
+
 func (l *load) record(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
