@@ -109,8 +109,8 @@ func TestChart(t *testing.T) {
 		})
 		t.Logf("SIGKILL of %s (process %d): Ready again after %s; %s", victim.Name, pid, back.Round(100*time.Millisecond), r)
 		// An abrupt stop may break what was in flight on the killed process, and new
-		// connections sent to it before its endpoint turned unready: a few
-		// creates in runs here (0, 2, 4, 15). After that, the other replica admits everything.
+		// connections sent to it before its endpoint turned unready: a few creates
+		// in runs here (0, 2, 4, 15). After that, the other replica admits everything.
 		var last time.Duration
 		for _, f := range r.failures {
 			last = max(last, f.at.Sub(killed))
