@@ -37,7 +37,7 @@ func TestBenchNode(t *testing.T) {
 		pods, err = strconv.Atoi(v)
 		require.NoError(t, err)
 	}
-	w := newWorld(t)
+	w := newWorld(t, node.Options{})
 	w.importRelay(t, relayRepository+":"+relayTag)
 	w.helm(t, "install", "secret-relay", filepath.Join(w.root, "manifests", "charts", "secret-relay"),
 		"--namespace", relayNamespace, "--create-namespace", "--set", "certificates.certManager.enabled=false",

@@ -16,6 +16,7 @@ import (
 
 	"github.com/secret-relay/secret-relay/certs/certstest"
 	"github.com/secret-relay/secret-relay/test/cluster"
+	"github.com/secret-relay/secret-relay/test/node"
 )
 
 // TestKustomize installs secret-relay with `kubectl apply -k manifests/` on the real
@@ -32,7 +33,7 @@ import (
 // own part: the self-signed → CA Issuer chain, renewal and rotation by cert-manager,
 // or cainjector.
 func TestKustomize(t *testing.T) {
-	w := newWorld(t)
+	w := newWorld(t, node.Options{})
 	// The manifests name the image ghcr.io/secret-relay/secret-relay:latest,
 	// IfNotPresent: present, it is not pulled.
 	w.importRelay(t, relayRepository+":latest")

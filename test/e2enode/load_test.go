@@ -1,18 +1,27 @@
 package e2enode_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/secret-relay/secret-relay/test/cluster"
 	"github.com/secret-relay/secret-relay/test/node"
 )
 
@@ -20,6 +29,13 @@ import (
 // busy cluster sends the webhook while secret-relay rolls, loses a pod or is killed.
 // Its pods are bound to a node that does not exist, so that they are admitted and
 // stored but never run, and each is deleted once created.
+//
+// Beside them, reviewers post the same pod's AdmissionReview to the Service's
+// ClusterIP themselves, each on a new connection, from inside the node: a client
+// that does not keep its connections, as an API server that just restarted, or one
+// of several, does. The API server keeps long-lived connections and retries some
+// failures itself, so its creates alone may not show a replica that stopped
+// answering while the Service still sends it traffic; new connections do.
 type load struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -35,9 +51,10 @@ type failure struct {
 	msg string
 }
 
-// Creators and their pace: 8 × 5 pods/s.
+// Creators and reviewers, and their pace: 8 × 5 pods/s and 4 × 5 reviews/s.
 const (
 	creators     = 8
+	reviewers    = 4
 	createPeriod = 200 * time.Millisecond
 )
 
@@ -68,8 +85,64 @@ func (w *world) startLoad(t *testing.T, ns string) *load {
 			}
 		}()
 	}
+	post := w.reviewPoster(t, ns)
+	for c := range reviewers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			tick := time.NewTicker(createPeriod)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				case <-tick.C:
+				}
+				l.record(post(fmt.Sprintf("review-%d-%d", c, i)))
+			}
+		}()
+	}
 	t.Cleanup(func() { l.finish() })
 	return l
+}
+
+// reviewPoster returns a func that posts the AdmissionReview of a load pod to
+// secret-relay's Service, on a new TLS connection from inside the node, trusting the
+// webhook configuration's caBundle; it fails unless the pod is allowed.
+func (w *world) reviewPoster(t *testing.T, ns string) func(name string) error {
+	t.Helper()
+	ctx := context.Background()
+	svc, err := w.node.Client.CoreV1().Services(relayNamespace).Get(ctx, "secret-relay", metav1.GetOptions{})
+	require.NoError(t, err)
+	cfg, err := w.node.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "secret-relay", metav1.GetOptions{})
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(cfg.Webhooks[0].ClientConfig.CABundle))
+	client := &http.Client{
+		Timeout: 5 * time.Second, // the webhook's timeoutSeconds
+		Transport: &http.Transport{
+			DialContext:       w.node.DialContext,
+			DisableKeepAlives: true,
+			TLSClientConfig:   &tls.Config{RootCAs: roots, ServerName: "secret-relay.secret-relay.svc", MinVersion: tls.VersionTLS12},
+		},
+	}
+	url := "https://" + net.JoinHostPort(svc.Spec.ClusterIP, "443") + "/mutate-pods"
+	return func(name string) error {
+		body := cluster.Review(t, name, ns, loadPod(name))
+		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("direct review: %w", err)
+		}
+		defer resp.Body.Close()
+		var review admissionv1.AdmissionReview
+		if err := json.NewDecoder(resp.Body).Decode(&review); err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("direct review: HTTP %d (%v)", resp.StatusCode, err)
+		}
+		if review.Response == nil || !review.Response.Allowed {
+			return fmt.Errorf("direct review: not allowed: %+v", review.Response)
+		}
+		return nil
+	}
 }
 
 // underLoad runs disrupt while the creators run, from 2 s after they start to 2 s
@@ -130,7 +203,7 @@ func (r loadResult) admittedAfter(t time.Time) int {
 
 // String counts the failures by message, for the test's log.
 func (r loadResult) String() string {
-	s := fmt.Sprintf("%d pods admitted, %d creates failed, in %s (%d creators, one create each every %s)", len(r.admitted), len(r.failures), r.took.Round(100*time.Millisecond), creators, createPeriod)
+	s := fmt.Sprintf("%d pods admitted, %d failed, in %s (%d creators and %d direct reviewers, one each every %s)", len(r.admitted), len(r.failures), r.took.Round(100*time.Millisecond), creators, reviewers, createPeriod)
 	counts := map[string]int{}
 	for _, f := range r.failures {
 		counts[f.msg]++

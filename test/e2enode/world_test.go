@@ -54,10 +54,10 @@ func (w *world) importRelay(t *testing.T, ref string) {
 // newWorld starts the node and the upstream, and seeds
 // the upstream as ../shared/seed has it: user-credentials, and the eso-reader
 // account that may read it.
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, opts node.Options) *world {
 	t.Helper()
-	up := cluster.Start(t, "upstream", cluster.Options{ServingHosts: []string{node.ExposeIP(node.Options{})}})
-	n := node.Start(t)
+	up := cluster.Start(t, "upstream", cluster.Options{ServingHosts: []string{node.ExposeIP(opts)}})
+	n := node.StartWith(t, opts)
 	upURL, err := url.Parse(up.URL())
 	require.NoError(t, err)
 	w := &world{

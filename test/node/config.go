@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 )
 
 // writePKI issues every certificate the node's components use, and their
@@ -177,11 +178,17 @@ syncFrequency: 2s
 }
 
 func (n *Node) proxyConfig() string {
+	sync := n.opts.ProxyMinSyncPeriod
+	if sync == 0 {
+		sync = time.Second
+	}
 	return subst(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
   kubeconfig: {{dir}}/pki/proxy.kubeconfig
 mode: iptables
+iptables:
+  minSyncPeriod: {{sync}}
 clusterCIDR: {{pods}}
 hostnameOverride: {{name}}
 healthzBindAddress: 127.0.0.1:10256
@@ -194,7 +201,7 @@ conntrack:
   tcpCloseWaitTimeout: 0s
   udpTimeout: 0s
   udpStreamTimeout: 0s
-`, n, map[string]string{"pods": podCIDR})
+`, n, map[string]string{"pods": podCIDR, "sync": sync.String()})
 }
 
 func (n *Node) cniConfig() string {

@@ -56,6 +56,11 @@ type Options struct {
 	// SECRET_RELAY_NODE_SUBNET, or "10.99.0". The node's IP is .1, the address
 	// Expose listens on is .2.
 	Subnet string
+	// ProxyMinSyncPeriod is the least time between two updates of kube-proxy's
+	// rules (its iptables.minSyncPeriod; kube-proxy's default, 1s, when zero). A
+	// longer one plays a large cluster, where a terminating pod stays in the rules
+	// for seconds after its endpoint turned unready.
+	ProxyMinSyncPeriod time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -398,6 +403,13 @@ func (n *Node) Expose(t testing.TB, target string) string {
 		return (&net.Dialer{}).DialContext(ctx, "tcp", target)
 	})
 	return ln.Addr().String()
+}
+
+// DialContext opens a TCP connection from inside the node's network namespace, as
+// a pod or the API server would: to a ClusterIP or a pod IP. It fits
+// http.Transport.DialContext.
+func (n *Node) DialContext(ctx context.Context, _, addr string) (net.Conn, error) {
+	return n.ns.dial(ctx, addr)
 }
 
 // ExposeIP is the address inside the node's namespace where Expose listens.
