@@ -15,8 +15,8 @@
 //     what is left by PID and removes it, with the namespace and the scratch
 //     directory.
 //
-// One node runs at a time on a machine: Start takes a lock named after the node, and
-// waits for it.
+// One node runs at a time on a machine, whatever its name: Start takes a
+// machine-wide lock, and waits for it.
 package node
 
 import (
@@ -49,8 +49,9 @@ const ContainerdVersion = "v2.4.2"
 
 // Options name the node and its addresses. The zero value is the default node.
 type Options struct {
-	// Name names the node, its network namespace, its cgroup and its lock:
-	// SECRET_RELAY_NODE_NAME, or "secret-relay-node".
+	// Name names the node, its network namespace and its cgroup, so that they
+	// clash with nothing else on the machine: SECRET_RELAY_NODE_NAME, or
+	// "secret-relay-node".
 	Name string
 	// Subnet is the first three octets of the node's /24 inside its namespace:
 	// SECRET_RELAY_NODE_SUBNET, or "10.99.0". The node's IP is .1, the address
@@ -128,7 +129,7 @@ func StartWith(t testing.TB, opts Options) *Node {
 	if err := checkTools(); err != nil {
 		t.Fatal(err)
 	}
-	unlock := lock(t, opts.Name)
+	unlock := lock(t)
 	t.Cleanup(unlock)
 	// A run that was killed leaves its namespace and cgroup behind: start clean.
 	if err := removeLeftovers(opts.Name); err != nil {
@@ -319,14 +320,14 @@ type process struct {
 
 // run starts a node process inside the node's namespaces, logging to logs/NAME.log.
 func (n *Node) run(name, bin string, args ...string) error {
-	cmd := n.Command(bin, args...)
+	cmd := n.command(bin, args...)
 	_, err := n.startProcess(name, cmd)
 	return err
 }
 
-// Command is a command that runs inside the node's namespaces, as the node's own
+// command is a command that runs inside the node's namespaces, as the node's own
 // processes do.
-func (n *Node) Command(bin string, args ...string) *exec.Cmd {
+func (n *Node) command(bin string, args ...string) *exec.Cmd {
 	cmd := exec.Command("nsenter", append([]string{
 		fmt.Sprintf("--target=%d", n.holder.cmd.Process.Pid), "--net", "--mount", "--", bin,
 	}, args...)...)
@@ -558,11 +559,12 @@ func removeLeftovers(name string) error {
 	return errors.Join(errs...)
 }
 
-// lock takes the machine-wide lock of the node's name, waiting for a node of that
-// name that another test binary runs, and returns its release.
-func lock(t testing.TB, name string) func() {
+// lock takes the machine-wide node lock, waiting while another test binary runs a
+// node (two would share 2 cores and the machine's conntrack table), and returns its
+// release.
+func lock(t testing.TB) func() {
 	t.Helper()
-	path := filepath.Join(os.TempDir(), name+".lock")
+	path := filepath.Join(os.TempDir(), "secret-relay-node.lock")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -578,7 +580,7 @@ func lock(t testing.TB, name string) func() {
 			t.Fatalf("could not lock %s: %v", path, err)
 		}
 		if !logged {
-			t.Logf("waiting for %s: another real node named %s is running", path, name)
+			t.Logf("waiting for %s: another real node is running", path)
 			logged = true
 		}
 		time.Sleep(time.Second)
