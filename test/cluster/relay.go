@@ -53,6 +53,16 @@ func CertManagerCRDDir(t testing.TB) string {
 	return dir
 }
 
+// HelmBinary is the helm that `make tools` builds, as hack/tools.sh names it.
+func HelmBinary(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(CRDDir(), "..", "..", "hack", "tools.sh"), "--print", "helm").Output()
+	if err != nil {
+		t.Fatalf("could not find helm: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // BuildRelay builds secret-relay into dir and returns the binary's path.
 func BuildRelay(dir string) (string, error) {
 	bin := dir + "/secret-relay"

@@ -85,7 +85,7 @@ func TestDemoNode(t *testing.T) {
 	k2 := kubectl{t: t, ctx: ctx, kubeconfig: n.Kubeconfig, dir: work}
 
 	heading("Cluster 2: install secret-relay with Helm")
-	helm := helmBinary(t, root)
+	helm := cluster.HelmBinary(t)
 	say("$ helm install secret-relay manifests/charts/secret-relay -n secret-relay --create-namespace \\\n" +
 		"    --set certificates.certManager.enabled=false --set image.tag=demo --set image.pullPolicy=Never --wait")
 	installStart := time.Now()
@@ -144,15 +144,6 @@ func TestDemoNode(t *testing.T) {
 func podOf(t *testing.T, k kubectl) string {
 	t.Helper()
 	return strings.TrimSpace(k.exec("", "get", "pods", "-l", "app=app", "-o", "jsonpath={.items[0].metadata.name}"))
-}
-
-func helmBinary(t *testing.T, root string) string {
-	t.Helper()
-	out, err := exec.Command(filepath.Join(root, "hack", "tools.sh"), "--print", "helm").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // firstLines is the first n lines of s.

@@ -24,13 +24,6 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-func helmBinary(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command(filepath.Join(cluster.CRDDir(), "..", "..", "hack", "tools.sh"), "--print", "helm").Output()
-	require.NoError(t, err)
-	return strings.TrimSpace(string(out))
-}
-
 // TestInstall installs secret-relay the two ways users do, into a downstream
 // control plane that has cert-manager's CRDs (no cert-manager and no kubelet run:
 // objects are created, not brought to life).
@@ -70,7 +63,7 @@ func TestInstall(t *testing.T) {
 	t.Run("helm install should create every object.", func(t *testing.T) {
 		t.Parallel()
 		down := cluster.Start(t, "downstream", cluster.Options{CRDDirs: []string{crds}})
-		run(t, helmBinary(t), "install", "secret-relay", filepath.Join(manifests, "charts", "secret-relay"),
+		run(t, cluster.HelmBinary(t), "install", "secret-relay", filepath.Join(manifests, "charts", "secret-relay"),
 			"--kubeconfig", down.Kubeconfig, "--namespace", "secret-relay", "--create-namespace")
 		for _, obj := range expected {
 			if strings.HasPrefix(obj, "namespace/") {

@@ -2,6 +2,7 @@ package e2enode_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -142,6 +143,20 @@ func TestChart(t *testing.T) {
 		})
 		t.Logf("rolling update without preStop, --shutdown-delay=0s: %s", r)
 		assert.NotEmpty(t, r.failures, "no admission failed without the shutdown protection: the load cannot tell")
+	})
+
+	t.Run("secret-relay's logs in its pods should hold no secret value", func(t *testing.T) {
+		values := []string{"peter", "paul", "asdf1234"}
+		logs := w.relayPodLogs(t)
+		require.NotEmpty(t, logs)
+		for pod, log := range logs {
+			require.NotEmpty(t, log, pod)
+			for _, v := range values {
+				for _, form := range []string{v, base64.StdEncoding.EncodeToString([]byte(v))} {
+					assert.NotContains(t, log, form, "a secret value in the log of %s", pod)
+				}
+			}
+		}
 	})
 
 	t.Run("with no replica running, every create under the load should fail: the load counts failed admissions", func(t *testing.T) {

@@ -80,9 +80,7 @@ func (w *world) kubectl(t *testing.T, args ...string) string {
 // helm runs helm against the node and returns its output.
 func (w *world) helm(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(w.root, "hack", "tools.sh"), "--print", "helm").Output()
-	require.NoError(t, err)
-	return run(t, strings.TrimSpace(string(out)), append([]string{"--kubeconfig", w.node.Kubeconfig}, args...)...)
+	return run(t, cluster.HelmBinary(t), append([]string{"--kubeconfig", w.node.Kubeconfig}, args...)...)
 }
 
 func run(t *testing.T, bin string, args ...string) string {
@@ -155,14 +153,37 @@ spec:
 func (w *world) relayLogs(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
-	for _, p := range w.podsOf(t, "secret-relay", "app.kubernetes.io/name=secret-relay") {
-		logs, err := w.node.Logs(context.Background(), p.Namespace, p.Name)
+	for name, logs := range w.relayPodLogs(t) {
 		if len(logs) > 4000 {
 			logs = logs[len(logs)-4000:]
 		}
-		fmt.Fprintf(&b, "--- %s (%v) ---\n%s\n", p.Name, err, logs)
+		fmt.Fprintf(&b, "--- %s ---\n%s\n", name, logs)
 	}
 	return b.String()
+}
+
+// relayPodLogs is the whole log of every secret-relay container, the current one
+// and, where it restarted, the one before, by pod name.
+func (w *world) relayPodLogs(t *testing.T) map[string]string {
+	t.Helper()
+	logs := map[string]string{}
+	pods := w.node.Client.CoreV1().Pods(relayNamespace)
+	for _, p := range w.podsOf(t, relayNamespace, relaySelector) {
+		var b strings.Builder
+		previous := len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount > 0
+		for _, prev := range []bool{true, false} {
+			if prev && !previous {
+				continue
+			}
+			body, err := pods.GetLogs(p.Name, &corev1.PodLogOptions{Previous: prev}).DoRaw(context.Background())
+			if err != nil {
+				fmt.Fprintf(&b, "(no log: %v)\n", err)
+			}
+			b.Write(body)
+		}
+		logs[p.Name] = b.String()
+	}
+	return logs
 }
 
 // relayAnnotations are the README's: pulled-secrets holds username, for envFrom.
