@@ -62,46 +62,18 @@ func (w *world) startLoad(t *testing.T, ns string) *load {
 	t.Helper()
 	l := &load{stop: make(chan struct{}), started: time.Now()}
 	pods := w.node.Client.CoreV1().Pods(ns)
-	for c := range creators {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			tick := time.NewTicker(createPeriod)
-			defer tick.Stop()
-			for i := 0; ; i++ {
-				select {
-				case <-l.stop:
-					return
-				case <-tick.C:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				pod := loadPod(fmt.Sprintf("load-%d-%d", c, i))
-				_, err := pods.Create(ctx, pod, metav1.CreateOptions{})
-				if err == nil {
-					_ = pods.Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
-				}
-				cancel()
-				l.record(err)
-			}
-		}()
-	}
+	l.run(creators, func(name string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pod := loadPod("load-" + name)
+		_, err := pods.Create(ctx, pod, metav1.CreateOptions{})
+		if err == nil {
+			_ = pods.Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+		}
+		return err
+	})
 	post := w.reviewPoster(t, ns)
-	for c := range reviewers {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			tick := time.NewTicker(createPeriod)
-			defer tick.Stop()
-			for i := 0; ; i++ {
-				select {
-				case <-l.stop:
-					return
-				case <-tick.C:
-				}
-				l.record(post(fmt.Sprintf("review-%d-%d", c, i)))
-			}
-		}()
-	}
+	l.run(reviewers, func(name string) error { return post("review-" + name) })
 	t.Cleanup(func() { l.finish() })
 	return l
 }
@@ -142,6 +114,27 @@ func (w *world) reviewPoster(t *testing.T, ns string) func(name string) error {
 			return fmt.Errorf("direct review: not allowed: %+v", review.Response)
 		}
 		return nil
+	}
+}
+
+// run starts n workers that each call do every createPeriod, with a name of its
+// own each time, and record what it returns, until the load stops.
+func (l *load) run(n int, do func(name string) error) {
+	for c := range n {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			tick := time.NewTicker(createPeriod)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				case <-tick.C:
+				}
+				l.record(do(fmt.Sprintf("%d-%d", c, i)))
+			}
+		}()
 	}
 }
 
