@@ -47,6 +47,9 @@ import (
 // ContainerdVersion is the containerd that runs the node's containers.
 const ContainerdVersion = "v2.4.2"
 
+// scratchPrefix names the node's scratch directory under os.TempDir.
+const scratchPrefix = "srnode-"
+
 // Options name the node and its addresses. The zero value is the default node.
 type Options struct {
 	// Name names the node, its network namespace and its cgroup, so that they
@@ -135,7 +138,15 @@ func StartWith(t testing.TB, opts Options) *Node {
 	if err := removeLeftovers(opts.Name); err != nil {
 		t.Fatalf("could not remove what an earlier node %s left behind: %v", opts.Name, err)
 	}
-	dir, err := os.MkdirTemp("", "srnode-")
+	// Under the lock, no other node runs: every scratch directory is a leftover.
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), scratchPrefix+"*"))
+	for _, d := range stale {
+		t.Logf("removing %s, left by an earlier node", d)
+		if err := os.RemoveAll(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := os.MkdirTemp("", scratchPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,12 +49,14 @@ func TestNode(t *testing.T) {
 	})
 	require.NotNil(t, n)
 	// The subtest's cleanups have run: the node is gone.
-	t.Run("teardown should leave no namespace, cgroup or process", func(t *testing.T) {
+	t.Run("teardown should leave no namespace, cgroup, process or scratch directory", func(t *testing.T) {
 		_, err := os.Stat("/run/netns/" + n.Name)
 		assert.True(t, os.IsNotExist(err), "the network namespace is still there")
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + n.Name)
 		assert.Empty(t, dirs, "cgroups are still there")
 		assert.Empty(t, processesMentioning(t, n.Name), "processes are still running")
+		scratch, _ := filepath.Glob(filepath.Join(os.TempDir(), "srnode-*"))
+		assert.Empty(t, scratch, "the scratch directory is still there")
 	})
 }
 
