@@ -462,6 +462,36 @@ func ready(node *corev1.Node) bool {
 	return false
 }
 
+// Suspend stops the named node process with SIGSTOP until the returned func is
+// called, or the test ends: a kube-proxy whose rules lag behind the endpoints, say.
+func (n *Node) Suspend(t testing.TB, name string) (resume func()) {
+	t.Helper()
+	n.mu.Lock()
+	var proc *process
+	for _, p := range n.procs {
+		if p.name == name {
+			proc = p
+		}
+	}
+	n.mu.Unlock()
+	if proc == nil {
+		t.Fatalf("no node process %q", name)
+	}
+	if err := proc.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("could not stop %s: %v", name, err)
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			if err := proc.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Errorf("could not resume %s: %v", name, err)
+			}
+		})
+	}
+	t.Cleanup(resume)
+	return resume
+}
+
 // exited reports a node process that has ended: none of them should.
 func (n *Node) exited() error {
 	n.mu.Lock()
