@@ -377,7 +377,7 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 
 	read := relay.RemoteSecrets{}
 	for _, name := range plan.req.RemoteKeys() {
-		s, err := plan.upstream.Get(ctx, name)
+		s, err := plan.upstream.GetListed(ctx, name)
 		if apierrors.IsNotFound(err) {
 			c.clearSeen(key)
 			c.cfg.Metrics.sync("deleted_upstream", 0)

@@ -484,9 +484,23 @@ func (c *Cache) cached(name string) (*relay.Remote, bool) {
 }
 
 // Get returns an upstream Secret: from the cache when it holds a current copy,
-// otherwise by one upstream read shared by every caller that asks meanwhile. The
-// Secret is shared with the cache and must not be modified.
+// otherwise by one upstream read shared by every caller that asks meanwhile. It is
+// admission's read, so it never waits for a new cache's first list: with 50,000
+// Secrets upstream that list takes seconds, longer than admission's budget, while
+// one read takes milliseconds. The Secret is shared with the cache and must not be
+// modified.
 func (c *Cache) Get(ctx context.Context, name string) (*relay.Remote, error) {
+	return c.get(ctx, name, 0)
+}
+
+// GetListed is Get for the sync controller, which checks every copy when it starts:
+// on a new cache it waits, up to listWait, for the first list, which holds every
+// wanted Secret, rather than read each one live.
+func (c *Cache) GetListed(ctx context.Context, name string) (*relay.Remote, error) {
+	return c.get(ctx, name, listWait)
+}
+
+func (c *Cache) get(ctx context.Context, name string, forList time.Duration) (*relay.Remote, error) {
 	if err := c.refusalErr(); err != nil {
 		return nil, err
 	}
@@ -495,16 +509,15 @@ func (c *Cache) Get(ctx context.Context, name string) (*relay.Remote, error) {
 		return s, nil
 	}
 	c.Want(name)
-	if c.waitsForList() {
-		// A cache just started: its first list is on the way and holds this Secret.
-		wait, cancel := context.WithTimeout(ctx, firstListWait)
+	if forList > 0 && c.waitsForList() {
+		wait, cancel := context.WithTimeout(ctx, forList)
 		c.waitSynced(wait)
 		cancel()
-	}
-	// Asked again in any case: the first list may have landed since the first look.
-	if s, ok := c.cached(name); ok {
-		c.metrics.cacheHit()
-		return s, nil
+		// Asked again: the first list may have landed since the first look.
+		if s, ok := c.cached(name); ok {
+			c.metrics.cacheHit()
+			return s, nil
+		}
 	}
 	c.metrics.cacheMiss()
 	ch := c.flight.DoChan(name, func() (any, error) {
@@ -538,9 +551,10 @@ func (c *Cache) Get(ctx context.Context, name string) (*relay.Remote, error) {
 // readTimeout bounds one shared upstream read.
 const readTimeout = 10 * time.Second
 
-// firstListWait bounds how long a read waits for a new cache's first list before
-// it reads live instead.
-const firstListWait = time.Second
+// listWait bounds how long GetListed waits for a new cache's first list before it
+// reads live instead. A list fails fast when the upstream refuses or is down (the
+// wait ends with it); this bounds one that is merely slow.
+const listWait = 30 * time.Second
 
 // laterThan reports whether resource version a is known to be later than b.
 func laterThan(a, b string) bool {
