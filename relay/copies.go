@@ -40,7 +40,8 @@ func (c ClientsetLocalSecrets) Latest(ctx context.Context, namespace, name strin
 	return c.Get(ctx, namespace, name)
 }
 
-// Apply creates desired, or updates existing to match it. The update carries
+// Apply creates desired, or updates existing to match it, keeping the owners
+// existing has and adding those desired names. The update carries
 // existing's resourceVersion, so a concurrent write makes it fail with a conflict
 // instead of being overwritten. With dryRun the API server checks every step and
 // stores nothing.
@@ -57,9 +58,12 @@ func (c ClientsetLocalSecrets) Apply(ctx context.Context, existing, desired *cor
 	// A Secret's type never changes, nor an immutable Secret's data: both are
 	// replaced. Its metadata may still change in place.
 	if existing.Type != desired.Type || ptr.Deref(existing.Immutable, false) && !HoldsData(existing, desired.Data) {
-		return c.replace(ctx, existing, desired, dry)
+		replacement := *desired
+		replacement.OwnerReferences = mergedOwners(existing.OwnerReferences, desired.OwnerReferences)
+		return c.replace(ctx, existing, &replacement, dry)
 	}
 	update := existing.DeepCopy()
+	update.OwnerReferences = mergedOwners(update.OwnerReferences, desired.OwnerReferences)
 	update.Data = desired.Data
 	update.StringData = nil
 	delete(update.Annotations, digestKey) // a copy from the cache

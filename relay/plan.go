@@ -204,9 +204,9 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 
 // CheckExisting decides what to do with the local Secret that already has the desired
 // Secret's name. existing == nil means write. It returns write=false when existing is
-// managed, from the same Source, and has the same type, data and token, and an
-// *Error (ErrNotManaged, ErrOtherSource) when existing is not secret-relay's to
-// change. existing may be a copy from the cache, which keeps only a digest of data.
+// managed, from the same Source, and has the same type, data and token and every
+// owner desired names, and an *Error (ErrNotManaged, ErrOtherSource) when existing
+// is not secret-relay's to change. existing may be a copy from the cache, which keeps only a digest of data.
 func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
 	if existing == nil {
 		return true, nil
@@ -233,8 +233,11 @@ func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
 	// The data is compared again rather than trusting the annotation, so that a copy
 	// someone edited by hand is put back; a copy whose annotation an older version
 	// wrote, or another key made, is re-annotated.
+	// A workload that now uses the copy is added to its owners; none is removed here
+	// (the garbage collector drops the references to owners that are gone).
 	same := existing.Type == desired.Type &&
 		existing.Annotations[AnnotationDataHash] == desired.Annotations[AnnotationDataHash] &&
-		HoldsData(existing, desired.Data)
+		HoldsData(existing, desired.Data) &&
+		len(missingOwners(existing.OwnerReferences, desired.OwnerReferences)) == 0
 	return !same, nil
 }

@@ -50,6 +50,9 @@ type MutatorConfig struct {
 	// configuration never sends their pods: a review for one was posted by someone
 	// other than the API server.
 	UnservedNamespaces []string
+	// Workloads finds the controllers above a pod, so that the copies it uses name
+	// its workload among their owners. Without it, copies get no owners.
+	Workloads relay.Controllers
 	// UpstreamTimeout bounds the upstream calls of one admission.
 	UpstreamTimeout time.Duration
 	Logger          *zap.Logger
@@ -137,6 +140,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 
 	upstreamCtx, cancel := context.WithTimeout(ctx, m.cfg.UpstreamTimeout)
 	defer cancel()
+	workload := m.workloadOf(upstreamCtx, ns, pod)
 	fetch := m.fetcher(ns)
 	remotes := make([]relay.RemoteSecrets, len(reqs))
 	for i, req := range reqs {
@@ -163,7 +167,11 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 	}
 
 	// No versions, and so nothing remembered, when an item was served from its copy.
-	key, versions := verifiedKey{namespace: ns, asked: asked}, versionsOf(existing, remotes, reqs, m.cfg.Tokens)
+	key := verifiedKey{namespace: ns, asked: asked}
+	if workload.Owns {
+		key.owner = workload.Ref.UID
+	}
+	versions := versionsOf(existing, remotes, reqs, m.cfg.Tokens)
 	if m.verified.verified(key, versions) {
 		for i, req := range reqs {
 			tokens[req.Name] = existing[i].Annotations[relay.AnnotationDataHash]
@@ -178,6 +186,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		if plans[i], err = relay.PlanSecret(ns, req, remotes[i], m.cfg.Now(), m.cfg.Tokens); err != nil {
 			return res, err
 		}
+		workload.Own(plans[i])
 		tokens[req.Name] = plans[i].Annotations[relay.AnnotationDataHash]
 		write, err := relay.CheckExisting(existing[i], plans[i])
 		if err != nil {
@@ -208,6 +217,20 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		return res, err
 	}
 	return res, nil
+}
+
+// workloadOf works out the pod's workload. One that cannot be read in time is
+// named but owns nothing: its copies are then kept by the pods that use them.
+func (m *Mutator) workloadOf(ctx context.Context, ns string, pod *corev1.Pod) relay.Workload {
+	if m.cfg.Workloads == nil {
+		return relay.Workload{}
+	}
+	w, err := relay.WorkloadOf(ctx, ns, pod, m.cfg.Workloads)
+	if err != nil {
+		m.cfg.Logger.Warn("could not read the pod's controller; its copies get no owner this time",
+			zap.String("namespace", ns), zap.String("controller", w.Ref.Kind+"/"+w.Ref.Name), zap.Error(err))
+	}
+	return w
 }
 
 // checkNamespace refuses a review that no pod creation through the API server

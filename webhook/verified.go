@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/secret-relay/secret-relay/relay"
 )
@@ -31,6 +32,9 @@ type verifiedPods struct {
 type verifiedKey struct {
 	namespace string
 	asked     asked
+	// owner is the workload whose pods the copies were verified for: another's
+	// must still be added to their owners.
+	owner types.UID
 }
 
 // versions is the digest of what a verification depends on (see versionsOf); zero

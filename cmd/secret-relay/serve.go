@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -274,6 +275,11 @@ func downstreamClients(cfg *rest.Config) (downstream, error) {
 	admission.QPS, admission.Burst = admissionQPS, admissionBurst
 	if down.admission, err = kubernetes.NewForConfig(admission); err != nil {
 		return down, fmt.Errorf("could not create the downstream admission client: %w", err)
+	}
+	// The controllers' metadata is read while a review waits, when the cache does
+	// not hold it yet: at admission's limits.
+	if down.meta, err = metadata.NewForConfig(admission); err != nil {
+		return down, fmt.Errorf("could not create the downstream metadata client: %w", err)
 	}
 	return down, nil
 }

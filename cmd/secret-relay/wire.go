@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -30,6 +31,7 @@ type relayParts struct {
 	kube       kubernetes.Interface
 	stores     *remote.StoreCache
 	local      *relay.ManagedSecrets
+	workloads  *relay.ControllerCache
 	tokens     *relay.KeyedTokens
 	namespaces informers.SharedInformerFactory
 	validator  *controllers.StoreValidator
@@ -40,10 +42,12 @@ type relayParts struct {
 }
 
 // downstream are the downstream clients: kube and stores for caches and background
-// work, admission for the writes made while a review waits.
+// work, admission for the writes made while a review waits, and meta for the
+// controllers above pods.
 type downstream struct {
 	kube, admission kubernetes.Interface
 	stores          versioned.Interface
+	meta            metadata.Interface
 }
 
 func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Registerer, logger *zap.Logger) (*relayParts, error) {
@@ -56,6 +60,7 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 	p.stores = remote.NewStoreCache(down.stores, f.StoreValidationInterval)
 	controllerMetrics := controllers.NewMetrics(reg, p.stores)
 	p.local = relay.NewManagedSecrets(kube)
+	p.workloads = relay.NewControllerCache(down.meta)
 	refs := remote.NewRefCache(ctx, kube)
 	clients := remote.NewClients(refs, metrics)
 	upstreams := remote.NewUpstreams(ctx, clients, metrics)
@@ -95,6 +100,7 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 		Stores:             remote.NewResolver(authz, upstreams),
 		Local:              p.local.WritingWith(down.admission),
 		Tokens:             p.tokens,
+		Workloads:          p.workloads,
 		UnservedNamespaces: append([]string{metav1.NamespaceSystem, f.Namespace}, f.ExcludedNamespaces...),
 		UpstreamTimeout:    f.UpstreamTimeout,
 		Logger:             logger.Named("mutator"),
@@ -110,6 +116,7 @@ func (p *relayParts) start(ctx context.Context, goRun func(string, func(context.
 	p.namespaces.Start(ctx.Done())
 	goRun("token key", func(ctx context.Context) error { p.tokens.Run(ctx); return nil })
 	goRun("managed Secrets cache", func(ctx context.Context) error { p.local.Run(ctx); return nil })
+	goRun("controllers cache", func(ctx context.Context) error { p.workloads.Run(ctx); return nil })
 	goRun("sync controller", p.syncer.Run)
 	go func() {
 		<-ctx.Done()

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
@@ -46,6 +48,26 @@ func TestShippedRBACIsEnough(t *testing.T) {
 	}), metav1.CreateOptions{})
 	require.NoError(t, err)
 
+	// A Deployment's pod, created the moment its ReplicaSet is, as a controller
+	// would: the copy names the Deployment among its owners, read with the shipped
+	// RBAC, from the cache or, for a ReplicaSet the cache does not hold yet, live.
+	rs := deploymentAndReplicaSet(t, down, "default", "web")
+	pod := cluster.Pod("web-1", map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: `- name: web-secrets
+  data:
+  - {secretKey: username, remoteRef: {key: user-credentials, property: username}}
+`})
+	pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(rs, appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))}
+	_, err = down.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
+	require.NoError(t, err)
+	copied, err := down.Client.CoreV1().Secrets("default").Get(ctx, "web-secrets", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Len(t, copied.OwnerReferences, 1)
+	owner := copied.OwnerReferences[0]
+	assert.Equal(t, rs.OwnerReferences[0].UID, owner.UID)
+	assert.Equal(t, "Deployment/web", owner.Kind+"/"+owner.Name)
+	assert.False(t, *owner.Controller)
+	assert.False(t, *owner.BlockOwnerDeletion)
+
 	s, err := up.Client.CoreV1().Secrets("default").Get(ctx, "user-credentials", metav1.GetOptions{})
 	require.NoError(t, err)
 	s.Data["username"] = []byte("s3cr3t-rotated-username")
@@ -62,6 +84,28 @@ func TestShippedRBACIsEnough(t *testing.T) {
 		return err == nil && len(events.Items) > 0
 	}, 5*time.Second, 50*time.Millisecond, "events are written with the shipped RBAC")
 	assert.NotContains(t, w.Relay.LogTail(), "forbidden", "no request of the relay was refused")
+}
+
+// deploymentAndReplicaSet creates a Deployment and a ReplicaSet it controls, as the
+// Deployment controller would; no controller runs here to make either's pods.
+func deploymentAndReplicaSet(t *testing.T, cp *cluster.ControlPlane, ns, name string) *appsv1.ReplicaSet {
+	t.Helper()
+	ctx := cluster.Context(t)
+	labels := map[string]string{"app": name}
+	template := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "busybox"}}}}
+	d, err := cp.Client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: template},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	rs, err := cp.Client.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-1", Labels: labels,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))}},
+		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: template},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return rs
 }
 
 func dynamicClient(t *testing.T, cp *cluster.ControlPlane) dynamic.Interface {

@@ -57,6 +57,9 @@ var wantClusterGrants = expand([]rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
 	// ClusterSecretStore namespace conditions.
 	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
+	// The controllers above pods, whose workloads own the copies (issue 14).
+	{APIGroups: []string{"apps"}, Resources: []string{"replicasets", "statefulsets", "daemonsets"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"get", "list", "watch"}},
 	{APIGroups: []string{"secret-relay.io"}, Resources: []string{"secretstores", "clustersecretstores"}, Verbs: []string{"get", "list", "watch"}},
 	{APIGroups: []string{"secret-relay.io"}, Resources: []string{"secretstores/status", "clustersecretstores/status"}, Verbs: []string{"update", "patch"}},
 	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
