@@ -17,6 +17,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/node"
@@ -67,6 +68,10 @@ func TestChart(t *testing.T) {
 
 	t.Run("an upstream rotation should reach the mounted file inside the running container", func(t *testing.T) {
 		w.rotate(t, "default")
+	})
+
+	t.Run("a Deployment deleted should take its copy with it, through the garbage collector, within 30 s", func(t *testing.T) {
+		w.deletedWithItsDeployment(t, "gc")
 	})
 
 	w.seedStore(t, "load")
@@ -226,9 +231,30 @@ func (w *world) walkthrough(t *testing.T, ns string) {
 	s, err := w.node.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "secret-relay", s.Labels[relay.LabelManagedBy])
+	deployment, err := w.node.Client.AppsV1().Deployments(ns).Get(ctx, "app", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Len(t, s.OwnerReferences, 1, "the copy names the Deployment above the pod")
+	assert.Equal(t, deployment.UID, s.OwnerReferences[0].UID)
 	assert.Contains(t, pod.Annotations["secret-relay.io/status"], "pulled-secrets")
 	w.node.WaitLog(t, ns, pod.Name, "username=peter from env username", 30*time.Second)
 	w.node.WaitLog(t, ns, pod.Name, "username=peter from file /etc/secret/username", 30*time.Second)
+}
+
+// deletedWithItsDeployment walks the README's Deployment through ns, deletes it as
+// kubectl does (in the background) and waits for the garbage collector to delete
+// its copy.
+func (w *world) deletedWithItsDeployment(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	w.walkthrough(t, ns) // seedStore, within, creates ns
+	require.NoError(t, w.node.Client.AppsV1().Deployments(ns).Delete(ctx, "app",
+		metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)}))
+	deleted := time.Now()
+	waitFor(t, 30*time.Second, "the copy deleted with its Deployment", func() bool {
+		_, err := w.node.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	t.Logf("Deployment deleted → its copy gone in %s", time.Since(deleted).Round(10*time.Millisecond))
 }
 
 // rotate changes the username upstream and measures, from the write to the
