@@ -66,12 +66,12 @@ func TestChart(t *testing.T) {
 		w.walkthrough(t, "default")
 	})
 
-	t.Run("an upstream rotation should reach the mounted file inside the running container", func(t *testing.T) {
-		w.rotate(t, "default")
-	})
-
 	t.Run("a Deployment deleted should take its copy with it, through the garbage collector, within 30 s", func(t *testing.T) {
 		w.deletedWithItsDeployment(t, "gc")
+	})
+
+	t.Run("an upstream rotation should reach the mounted file inside the running container", func(t *testing.T) {
+		w.rotate(t, "default")
 	})
 
 	w.seedStore(t, "load")
@@ -240,7 +240,8 @@ func (w *world) walkthrough(t *testing.T, ns string) {
 	w.node.WaitLog(t, ns, pod.Name, "username=peter from file /etc/secret/username", 30*time.Second)
 }
 
-// deletedWithItsDeployment walks the README's Deployment through ns, deletes it as
+// deletedWithItsDeployment walks the README's Deployment through ns (before the
+// rotation, whose value the walkthrough does not expect), deletes it as
 // kubectl does (in the background) and waits for the garbage collector to delete
 // its copy.
 func (w *world) deletedWithItsDeployment(t *testing.T, ns string) {
