@@ -28,4 +28,7 @@ const (
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	// ManagedByValue is LabelManagedBy's value.
 	ManagedByValue = "secret-relay"
+	// LabelRelayed, "true", marks the pods admission relayed Secrets to, so that the
+	// relay watches just those.
+	LabelRelayed = Prefix + "relayed"
 )

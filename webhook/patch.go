@@ -19,19 +19,24 @@ type patchOp struct {
 }
 
 // errNotAppended says a mutation did more than podPatch can say: it changed or
-// removed something, where MutatePod only sets annotations and appends to lists.
+// removed something, where MutatePod only sets labels and annotations and appends to
+// lists.
 var errNotAppended = errors.New("the mutation changed more than annotations and list tails")
 
 // podPatch is the JSON patch from before, the pod as the review carried it, to
-// after, the pod MutatePod made of it. MutatePod sets annotations and appends to
-// lists (envFrom, volumes, volumeMounts) and does nothing else, so the patch says
-// exactly that: each annotation that is new or changed, and each list's new tail.
+// after, the pod MutatePod made of it. MutatePod sets a label and annotations and
+// appends to lists (envFrom, volumes, volumeMounts) and does nothing else, so the
+// patch says exactly that: each label and annotation that is new or changed, and
+// each list's new tail.
 // It is what a diff of the two pods' JSON gives, without encoding the pod and
 // parsing both documents, which was a quarter of a warm review. Fields of the pod
 // that these types do not know are left as the API server sent them.
 func podPatch(before, after *corev1.Pod) ([]byte, error) {
-	ops, err := annotationOps(nil, before.Annotations, after.Annotations)
+	ops, err := mapOps(nil, "/metadata/labels", before.Labels, after.Labels)
 	if err != nil {
+		return nil, err
+	}
+	if ops, err = mapOps(ops, "/metadata/annotations", before.Annotations, after.Annotations); err != nil {
 		return nil, err
 	}
 	if len(before.Spec.InitContainers) != len(after.Spec.InitContainers) || len(before.Spec.Containers) != len(after.Spec.Containers) {
@@ -62,9 +67,9 @@ func podPatch(before, after *corev1.Pod) ([]byte, error) {
 	return json.Marshal(ops)
 }
 
-// annotationOps adds the operations that set every annotation of after that before
-// lacks or holds another value for.
-func annotationOps(ops []patchOp, before, after map[string]string) ([]patchOp, error) {
+// mapOps adds the operations that set every label or annotation (the map at path) of
+// after that before lacks or holds another value for.
+func mapOps(ops []patchOp, path string, before, after map[string]string) ([]patchOp, error) {
 	for k := range before {
 		if _, ok := after[k]; !ok {
 			return nil, errNotAppended
@@ -72,11 +77,11 @@ func annotationOps(ops []patchOp, before, after map[string]string) ([]patchOp, e
 	}
 	if len(before) == 0 && len(after) > 0 {
 		// No annotations to add to: the map is added whole (over a null, too).
-		return append(ops, patchOp{Op: "add", Path: "/metadata/annotations", Value: after}), nil
+		return append(ops, patchOp{Op: "add", Path: path, Value: after}), nil
 	}
 	for _, k := range slices.Sorted(maps.Keys(after)) {
 		if have, ok := before[k]; !ok || have != after[k] {
-			ops = append(ops, patchOp{Op: "add", Path: "/metadata/annotations/" + pointerEscape(k), Value: after[k]})
+			ops = append(ops, patchOp{Op: "add", Path: path + "/" + pointerEscape(k), Value: after[k]})
 		}
 	}
 	return ops, nil

@@ -16,7 +16,8 @@ import (
 // volumePrefix starts the name of every pod volume secret-relay adds.
 const volumePrefix = "secret-relay-"
 
-// MutatePod applies the relay to the pod in place: the status annotation, envFrom,
+// MutatePod applies the relay to the pod in place: the status annotation, the
+// relayed label, envFrom,
 // volumes and mounts. hashes maps each local Secret name to its data-hash. It is
 // idempotent: applying it twice changes nothing more, so a reinvoked review of a pod
 // it already mutated yields an empty patch. On error the pod is left unchanged; a
@@ -35,6 +36,11 @@ func MutatePod(pod *corev1.Pod, reqs []relay.SecretRequest, hashes map[string]st
 		out.Annotations = map[string]string{}
 	}
 	out.Annotations[relay.AnnotationStatus] = status
+	// The label lets the relay watch just the pods it serves (contract §5).
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	out.Labels[relay.LabelRelayed] = "true"
 
 	for _, req := range reqs {
 		if req.Env {
