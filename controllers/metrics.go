@@ -14,8 +14,9 @@ import (
 // Metrics are the controllers' Prometheus metrics (contract §8). A nil *Metrics
 // records nothing, so that tests need not set one up.
 type Metrics struct {
-	syncs   *prometheus.CounterVec
-	syncLag prometheus.Histogram
+	syncs          *prometheus.CounterVec
+	syncLag        prometheus.Histogram
+	orphansDeleted prometheus.Counter
 }
 
 // NewMetrics registers the metrics with reg, with the store_ready collector over
@@ -31,9 +32,19 @@ func NewMetrics(reg prometheus.Registerer, stores *remote.StoreCache) *Metrics {
 			Help:    "Time from an upstream change arriving on the watch to the local copy being written.",
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 		}),
+		orphansDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "secret_relay_orphans_deleted_total",
+			Help: "Managed copies deleted because no live pod and no owner used them for --orphan-grace-period.",
+		}),
 	}
-	reg.MustRegister(m.syncs, m.syncLag, newStoreReadyCollector(stores))
+	reg.MustRegister(m.syncs, m.syncLag, m.orphansDeleted, newStoreReadyCollector(stores))
 	return m
+}
+
+func (m *Metrics) orphanDeleted() {
+	if m != nil {
+		m.orphansDeleted.Inc()
+	}
 }
 
 func (m *Metrics) sync(result string, lag time.Duration) {

@@ -21,9 +21,12 @@ type Flags struct {
 	ProbeAddress    string
 	Namespace       string
 	UpstreamTimeout time.Duration
-	LeaderElect     bool
-	LogLevel        zapcore.Level
-	LogFormat       string
+	// OrphanGracePeriod is how long a copy nothing uses is kept before the leader
+	// deletes it.
+	OrphanGracePeriod time.Duration
+	LeaderElect       bool
+	LogLevel          zapcore.Level
+	LogFormat         string
 	// ClientCAFile, when set, makes the webhook listener require client
 	// certificates that this bundle verifies.
 	ClientCAFile string
@@ -59,6 +62,7 @@ func parseFlags(args []string, output io.Writer) (Flags, error) {
 	fs.StringVar(&f.ProbeAddress, "probe-address", ":8080", "plain HTTP listener for /healthz, /readyz and /metrics")
 	fs.StringVar(&f.Namespace, "namespace", defaultNamespace(), "own namespace, for the leader lease and events")
 	fs.DurationVar(&f.UpstreamTimeout, "upstream-timeout", 2*time.Second, "deadline for upstream calls made during one admission")
+	fs.DurationVar(&f.OrphanGracePeriod, "orphan-grace-period", 10*time.Minute, "how long a managed copy that no live pod and no live owner uses is kept before the leader deletes it")
 	fs.BoolVar(&f.LeaderElect, "leader-elect", true, "only the leader writes during background sync")
 	fs.TextVar(&f.LogLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", "json", "log format: json or console")
@@ -106,6 +110,9 @@ func (f Flags) validate() error {
 	}
 	if f.UpstreamTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--upstream-timeout must be positive, got %s", f.UpstreamTimeout))
+	}
+	if f.OrphanGracePeriod <= 0 {
+		errs = append(errs, fmt.Errorf("--orphan-grace-period must be positive, got %s", f.OrphanGracePeriod))
 	}
 	if f.StoreValidationInterval < time.Second || f.CertReloadInterval <= 0 {
 		errs = append(errs, errors.New("--store-validation-interval must be at least 1s and --cert-reload-interval positive"))

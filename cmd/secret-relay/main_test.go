@@ -33,7 +33,7 @@ func TestParseFlags(t *testing.T) {
 		"No flags should give the contract's defaults.": {
 			exp: Flags{
 				WebhookAddress: ":9443", TLSCertFile: "/etc/secret-relay/tls/tls.crt", TLSKeyFile: "/etc/secret-relay/tls/tls.key",
-				ProbeAddress: ":8080", Namespace: "secret-relay", UpstreamTimeout: 2 * time.Second, LeaderElect: true,
+				ProbeAddress: ":8080", Namespace: "secret-relay", UpstreamTimeout: 2 * time.Second, OrphanGracePeriod: 10 * time.Minute, LeaderElect: true,
 				LogLevel: zapcore.InfoLevel, LogFormat: "json",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
 				ShutdownDelay: 3 * time.Second, Lease: defaultLease,
@@ -43,7 +43,7 @@ func TestParseFlags(t *testing.T) {
 			env: "relay-system",
 			exp: Flags{
 				WebhookAddress: ":9443", TLSCertFile: "/etc/secret-relay/tls/tls.crt", TLSKeyFile: "/etc/secret-relay/tls/tls.key",
-				ProbeAddress: ":8080", Namespace: "relay-system", UpstreamTimeout: 2 * time.Second, LeaderElect: true,
+				ProbeAddress: ":8080", Namespace: "relay-system", UpstreamTimeout: 2 * time.Second, OrphanGracePeriod: 10 * time.Minute, LeaderElect: true,
 				LogLevel: zapcore.InfoLevel, LogFormat: "json",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
 				ShutdownDelay: 3 * time.Second, Lease: defaultLease,
@@ -51,14 +51,14 @@ func TestParseFlags(t *testing.T) {
 		},
 		"Every flag should be read.": {
 			args: []string{"--kubeconfig", "/k", "--webhook-address", "127.0.0.1:1", "--tls-cert-file", "c", "--tls-key-file", "k",
-				"--probe-address", "127.0.0.1:2", "--namespace", "ns", "--upstream-timeout", "500ms", "--leader-elect=false",
+				"--probe-address", "127.0.0.1:2", "--namespace", "ns", "--upstream-timeout", "500ms", "--orphan-grace-period", "30s", "--leader-elect=false",
 				"--log-level", "debug", "--log-format", "console", "--shutdown-delay", "0s",
 				"--leader-elect-lease-duration", "6s", "--leader-elect-renew-deadline", "4s", "--leader-elect-retry-period", "1s",
 				"--client-ca-file", "/ca.crt", "--excluded-namespaces", "team-a, team-b", "--excluded-namespaces", "team-c"},
 			exp: Flags{
 				ClientCAFile: "/ca.crt", ExcludedNamespaces: []string{"team-a", "team-b", "team-c"},
 				Kubeconfig: "/k", WebhookAddress: "127.0.0.1:1", TLSCertFile: "c", TLSKeyFile: "k", ProbeAddress: "127.0.0.1:2",
-				Namespace: "ns", UpstreamTimeout: 500 * time.Millisecond, LogLevel: zapcore.DebugLevel, LogFormat: "console",
+				Namespace: "ns", UpstreamTimeout: 500 * time.Millisecond, OrphanGracePeriod: 30 * time.Second, LogLevel: zapcore.DebugLevel, LogFormat: "console",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
 				Lease: LeaseTiming{Duration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second},
 			},
@@ -71,6 +71,9 @@ func TestParseFlags(t *testing.T) {
 		},
 		"A non-positive upstream timeout should be refused.": {
 			args: []string{"--upstream-timeout", "0s"}, expErr: "--upstream-timeout must be positive",
+		},
+		"A non-positive orphan grace period should be refused.": {
+			args: []string{"--orphan-grace-period", "0s"}, expErr: "--orphan-grace-period must be positive",
 		},
 		"An unknown log format should be refused.": {
 			args: []string{"--log-format", "xml"}, expErr: "--log-format must be json or console",

@@ -28,10 +28,13 @@ var _ webhook.StoreResolver = (*remote.Resolver)(nil)
 // relayParts are secret-relay's moving parts, wired together: the caches every
 // replica keeps, the mutator that admission calls, and the two controllers.
 type relayParts struct {
-	kube       kubernetes.Interface
-	stores     *remote.StoreCache
-	local      *relay.ManagedSecrets
-	workloads  *relay.ControllerCache
+	kube      kubernetes.Interface
+	stores    *remote.StoreCache
+	local     *relay.ManagedSecrets
+	workloads *relay.ControllerCache
+	pods      *relay.PodUsage
+	// sweeper makes the orphan sweeper of one leadership term.
+	sweeper    func() (*controllers.OrphanSweeper, error)
 	tokens     *relay.KeyedTokens
 	namespaces informers.SharedInformerFactory
 	validator  *controllers.StoreValidator
@@ -61,6 +64,7 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 	controllerMetrics := controllers.NewMetrics(reg, p.stores)
 	p.local = relay.NewManagedSecrets(kube)
 	p.workloads = relay.NewControllerCache(down.meta)
+	p.pods = relay.NewPodUsage(down.meta)
 	refs := remote.NewRefCache(ctx, kube)
 	clients := remote.NewClients(refs, metrics)
 	upstreams := remote.NewUpstreams(ctx, clients, metrics)
@@ -92,6 +96,12 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 	}); err != nil {
 		return nil, err
 	}
+	p.sweeper = func() (*controllers.OrphanSweeper, error) {
+		return controllers.NewOrphanSweeper(controllers.OrphanConfig{
+			Copies: p.local.Informer(), Pods: p.pods, Client: kube, Grace: f.OrphanGracePeriod,
+			Recorder: recorder, Metrics: controllerMetrics, Logger: logger.Named("orphans"),
+		})
+	}
 	upstreams.OnHealth(p.validator.RevalidateSoon)
 	if err := p.syncer.WatchNamespaces(nsInformer.Informer()); err != nil {
 		return nil, err
@@ -117,6 +127,7 @@ func (p *relayParts) start(ctx context.Context, goRun func(string, func(context.
 	goRun("token key", func(ctx context.Context) error { p.tokens.Run(ctx); return nil })
 	goRun("managed Secrets cache", func(ctx context.Context) error { p.local.Run(ctx); return nil })
 	goRun("controllers cache", func(ctx context.Context) error { p.workloads.Run(ctx); return nil })
+	goRun("relayed pods cache", func(ctx context.Context) error { p.pods.Run(ctx); return nil })
 	goRun("sync controller", p.syncer.Run)
 	go func() {
 		<-ctx.Done()
@@ -128,7 +139,16 @@ func (p *relayParts) start(ctx context.Context, goRun func(string, func(context.
 func (p *relayParts) lead(ctx context.Context) error {
 	p.syncer.SetLeader(true)
 	defer p.syncer.SetLeader(false)
-	return p.validator.Run(ctx)
+	sweeper, err := p.sweeper()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	swept := make(chan error, 1)
+	go func() { swept <- sweeper.Run(ctx) }()
+	err = p.validator.Run(ctx)
+	cancel()
+	return errors.Join(err, <-swept)
 }
 
 // synced is the caches' part of /readyz. It depends on the downstream cluster

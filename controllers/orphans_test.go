@@ -1,0 +1,112 @@
+package controllers_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	metadatafake "k8s.io/client-go/metadata/fake"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
+
+	"github.com/secret-relay/secret-relay/controllers"
+	"github.com/secret-relay/secret-relay/relay"
+)
+
+func managedCopy(name string, owners ...metav1.OwnerReference) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+		Name: name, Namespace: "prod", UID: types.UID("uid-" + name), ResourceVersion: "1", OwnerReferences: owners,
+		Labels:      map[string]string{relay.LabelManagedBy: relay.ManagedByValue},
+		Annotations: map[string]string{relay.AnnotationSource: `{"store":"SecretStore/s"}`},
+	}}
+}
+
+func relayedPod(name string, copies string) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "prod", UID: types.UID("pod-" + name),
+			Labels:      map[string]string{relay.LabelRelayed: "true"},
+			Annotations: map[string]string{relay.AnnotationStatus: copies}},
+	}
+}
+
+func TestOrphanSweeper(t *testing.T) {
+	// The fake clientsets cannot stream a watch-list; real API servers can.
+	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	owner := metav1.OwnerReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "d-1", Controller: ptr.To(false)}
+	kube := fake.NewClientset(managedCopy("used"), managedCopy("orphan"), managedCopy("owned", owner), managedCopy("left"))
+	scheme := runtime.NewScheme()
+	require.NoError(t, metav1.AddMetaToScheme(scheme))
+	meta := metadatafake.NewSimpleMetadataClient(scheme,
+		relayedPod("app", `{"used":"hmac-sha256:1"}`), relayedPod("bare", `{"left":"hmac-sha256:2"}`))
+
+	copies := relay.NewManagedSecrets(kube)
+	pods := relay.NewPodUsage(meta)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	events := record.NewFakeRecorder(10)
+	s, err := controllers.NewOrphanSweeper(controllers.OrphanConfig{
+		Copies: copies.Informer(), Pods: pods, Client: kube, Grace: 10 * time.Minute,
+		Recorder: events, Now: func() time.Time { return now },
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	exists := func(name string) bool {
+		_, err := kube.CoreV1().Secrets("prod").Get(ctx, name, metav1.GetOptions{})
+		if !apierrors.IsNotFound(err) {
+			require.NoError(t, err)
+			return true
+		}
+		return false
+	}
+
+	go copies.Run(ctx)
+	require.Eventually(t, copies.Synced, 5*time.Second, 10*time.Millisecond)
+	t.Run("Before the relayed pods are listed, the sweep should delete nothing: every copy looks unused.", func(t *testing.T) {
+		s.Sweep(ctx)
+		now = now.Add(time.Hour)
+		s.Sweep(ctx)
+		assert.True(t, exists("used"))
+		assert.True(t, exists("orphan"))
+	})
+
+	go pods.Run(ctx)
+	require.Eventually(t, func() bool { return copies.Synced() && pods.Synced() }, 5*time.Second, 10*time.Millisecond)
+
+	t.Run("A copy nothing uses should be kept for the grace period, then deleted.", func(t *testing.T) {
+		s.Sweep(ctx) // first seen unused
+		now = now.Add(9 * time.Minute)
+		s.Sweep(ctx)
+		assert.True(t, exists("orphan"), "within the grace period")
+		now = now.Add(time.Minute)
+		s.Sweep(ctx)
+		assert.False(t, exists("orphan"))
+		assert.Equal(t, "Normal OrphanDeleted no live pod and no owner has used this copy for 10m0s; deleted", <-events.Events)
+	})
+	t.Run("A copy a live pod uses, or one with an owner, should never be deleted.", func(t *testing.T) {
+		now = now.Add(24 * time.Hour)
+		s.Sweep(ctx)
+		assert.True(t, exists("used"))
+		assert.True(t, exists("owned"))
+		assert.True(t, exists("left"))
+	})
+	t.Run("A copy whose last pod went should be deleted a grace period later.", func(t *testing.T) {
+		require.NoError(t, meta.Resource(relay.Pods).Namespace("prod").Delete(ctx, "bare", metav1.DeleteOptions{}))
+		require.Eventually(t, func() bool { return !pods.Used("prod", "left") }, 5*time.Second, 10*time.Millisecond)
+		s.Sweep(ctx)
+		now = now.Add(10*time.Minute - time.Second)
+		s.Sweep(ctx)
+		assert.True(t, exists("left"))
+		now = now.Add(time.Second)
+		s.Sweep(ctx)
+		assert.False(t, exists("left"))
+	})
+}

@@ -1,0 +1,108 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Pods is the resource of the pods PodUsage watches.
+var Pods = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// usedCopyIndex indexes relayed pods by namespace/copy, for each copy their status
+// annotation names.
+const usedCopyIndex = "copy"
+
+// PodUsage is a metadata cache of the pods admission relayed to (those with
+// LabelRelayed), indexed by the copies their status annotation names: which live
+// pods use a copy, without an API call. It keeps of each pod its name, UID and
+// those copy names; the rest of its metadata, its annotation text included, never
+// reaches it.
+type PodUsage struct {
+	informer cache.SharedIndexInformer
+}
+
+// NewPodUsage returns a cache that reads through client.
+func NewPodUsage(client metadata.Interface) *PodUsage {
+	inf := metadatainformer.NewFilteredMetadataInformer(client, Pods, metav1.NamespaceAll, 0, cache.Indexers{
+		usedCopyIndex: func(obj any) ([]string, error) {
+			p, ok := obj.(*usingPod)
+			if !ok {
+				return nil, nil
+			}
+			keys := make([]string, len(p.copies))
+			for i, c := range p.copies {
+				keys[i] = p.namespace + "/" + c
+			}
+			return keys, nil
+		},
+	}, func(o *metav1.ListOptions) { o.LabelSelector = LabelRelayed + "=true" }).Informer()
+	_ = inf.SetTransform(slimPod) // cannot fail before the informer runs
+	return &PodUsage{informer: inf}
+}
+
+// Run runs the informer until ctx ends.
+func (u *PodUsage) Run(ctx context.Context) { u.informer.RunWithContext(ctx) }
+
+// Synced reports whether the first list is in.
+func (u *PodUsage) Synced() bool { return u.informer.HasSynced() }
+
+// Informer is the underlying informer, for event handlers.
+func (u *PodUsage) Informer() cache.SharedIndexInformer { return u.informer }
+
+// Used reports whether a live pod's status names the copy namespace/name.
+func (u *PodUsage) Used(namespace, name string) bool {
+	keys, err := u.informer.GetIndexer().IndexKeys(usedCopyIndex, namespace+"/"+name)
+	return err != nil || len(keys) > 0 // an index that fails keeps every copy
+}
+
+// CopiesOf returns the namespace and the copies a pod of the cache uses.
+func CopiesOf(obj any) (namespace string, copies []string, ok bool) {
+	if tomb, isTomb := obj.(cache.DeletedFinalStateUnknown); isTomb {
+		obj = tomb.Obj
+	}
+	p, ok := obj.(*usingPod)
+	if !ok {
+		return "", nil, false
+	}
+	return p.namespace, p.copies, true
+}
+
+// usingPod is what the cache keeps of a relayed pod.
+type usingPod struct {
+	namespace, name string
+	uid             string
+	resourceVersion string
+	// copies are the local Secrets its status annotation names, sorted.
+	copies []string
+}
+
+// GetObjectMeta gives the informer the pod's key and version.
+func (p *usingPod) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Namespace: p.namespace, Name: p.name, UID: types.UID(p.uid), ResourceVersion: p.resourceVersion}
+}
+
+// slimPod is the cache's transform. A status annotation that does not parse names
+// no copy: only admission writes it, and it writes JSON.
+func slimPod(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil // a tombstone, or a pod already slimmed
+	}
+	p := &usingPod{namespace: m.Namespace, name: m.Name, uid: string(m.UID), resourceVersion: m.ResourceVersion}
+	var status map[string]string
+	if err := json.Unmarshal([]byte(m.Annotations[AnnotationStatus]), &status); err == nil {
+		for name := range status {
+			p.copies = append(p.copies, name)
+		}
+		slices.Sort(p.copies)
+	}
+	return p, nil
+}
