@@ -105,6 +105,8 @@ func tailOps[T any](ops []patchOp, path string, before, after []T) ([]patchOp, e
 }
 
 // pointerEscape escapes a map key for a JSON pointer (RFC 6901).
-func pointerEscape(key string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(key)
-}
+func pointerEscape(key string) string { return pointerEscaper.Replace(key) }
+
+// pointerEscaper is built once: building it was a tenth of a warm review's
+// allocations.
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
