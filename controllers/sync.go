@@ -38,6 +38,9 @@ type SyncConfig struct {
 	// Describe words an error for an event: webhook.Describe, so that an event
 	// says what a denial would.
 	Describe func(error) string
+	// Pods says which copies live pods use, so that a copy deleted while one does
+	// is written again. Without it, a deleted copy waits for the next admission.
+	Pods *relay.PodUsage
 	// WaitFor are more caches to wait for before the first sync: namespaces, the
 	// token key.
 	WaitFor []cache.InformerSynced
@@ -68,6 +71,9 @@ type SyncController struct {
 	// warned holds, per local copy, the Warning event last written on it, so that
 	// each problem is reported once, until the copy is healthy again.
 	warned map[string]string
+	// gone holds the copies deleted while a live pod used them, until they are
+	// written again or no pod uses them any more.
+	gone   map[string]*corev1.Secret
 	primed atomic.Bool
 }
 
@@ -96,6 +102,7 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 		readers: newReaders(),
 		seen:    map[string]time.Time{},
 		warned:  map[string]string{},
+		gone:    map[string]*corev1.Secret{},
 	}
 	inf := cfg.Local.Informer()
 	if err := inf.AddIndexers(cache.Indexers{
@@ -273,6 +280,32 @@ func (c *SyncController) forgetLocal(obj any) {
 	defer c.mu.Unlock()
 	delete(c.seen, key)
 	delete(c.warned, key)
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	if deleted, ok := relay.SecretOf(obj); ok && c.cfg.Pods != nil && c.cfg.Pods.Used(deleted.Namespace, deleted.Name) {
+		c.gone[key] = deleted
+		c.queue.Add(key)
+	}
+}
+
+// goneCopy returns the copy deleted under key while a live pod used it, if one
+// still does.
+func (c *SyncController) goneCopy(key string) (*corev1.Secret, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	deleted, ok := c.gone[key]
+	if ok && !c.cfg.Pods.Used(deleted.Namespace, deleted.Name) {
+		delete(c.gone, key)
+		return nil, false
+	}
+	return deleted, ok
+}
+
+func (c *SyncController) forgetGone(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.gone, key)
 }
 
 // upstreamChanged queues every local copy that reads the changed upstream Secret.
@@ -355,11 +388,18 @@ func (c *SyncController) prepare(ctx context.Context, local *corev1.Secret) (*co
 // sync brings one local copy up to date with what the upstream cache holds.
 func (c *SyncController) sync(ctx context.Context, key string) error {
 	obj, ok, err := c.cfg.Local.Informer().GetStore().GetByKey(key)
-	if err != nil || !ok {
+	if err != nil {
 		return err
 	}
-	local, ok := relay.SecretOf(obj)
-	if !ok {
+	var local *corev1.Secret
+	// recreate is set for a copy deleted while a live pod uses it: it is planned
+	// from its last source and written again, through the same checks.
+	recreate := !ok
+	if recreate {
+		if local, ok = c.goneCopy(key); !ok {
+			return nil
+		}
+	} else if local, ok = relay.SecretOf(obj); !ok {
 		return nil
 	}
 	plan, prob, err := c.prepare(ctx, local)
@@ -390,6 +430,9 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 		read[name] = s
 	}
 	desired, err := relay.PlanSecret(local.Namespace, plan.req, read, c.cfg.Now(), c.cfg.Tokens)
+	if err == nil && recreate {
+		return c.recreate(ctx, key, local, desired)
+	}
 	if err == nil {
 		var write bool
 		if write, err = relay.CheckExisting(local, desired); err == nil && !write {
@@ -417,6 +460,25 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 	c.cfg.Metrics.sync("updated", c.cfg.Now().Sub(c.clearSeen(key)))
 	c.healthy(key)
 	c.cfg.Logger.Info("synced local copy", zap.String("namespace", local.Namespace), zap.String("secret", local.Name), zap.String("store", plan.store.String()))
+	return nil
+}
+
+// recreate creates a copy deleted while a live pod used it, with the owners it
+// had. A Secret created under its name meanwhile, by an admission or by someone
+// else, is left as it is.
+func (c *SyncController) recreate(ctx context.Context, key string, deleted, desired *corev1.Secret) error {
+	desired.OwnerReferences = deleted.OwnerReferences
+	err := c.cfg.Local.Apply(ctx, nil, desired, false)
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		c.forgetGone(key)
+		return nil
+	case err != nil:
+		return fmt.Errorf("could not write %s again: %s", key, apierrors.ReasonForError(err))
+	}
+	c.forgetGone(key)
+	c.cfg.Metrics.sync("updated", 0)
+	c.cfg.Logger.Info("wrote again a copy deleted while a live pod uses it", zap.String("namespace", deleted.Namespace), zap.String("secret", deleted.Name))
 	return nil
 }
 

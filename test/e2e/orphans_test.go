@@ -15,7 +15,7 @@ import (
 
 // TestOrphans checks contract §6, "Owners and cleanup", for copies without owners:
 // a copy that only a bare pod used is deleted a grace period after that pod went,
-// and one a live pod uses never is.
+// one a live pod uses never is, and deleted by hand, it is written again.
 func TestOrphans(t *testing.T) {
 	const grace = 3 * time.Second
 	w := newWorld(t, "--orphan-grace-period", grace.String())
@@ -56,4 +56,13 @@ func TestOrphans(t *testing.T) {
 	time.Sleep(2 * grace)
 	_, err = secrets.Get(ctx, "long-lived-copy", metav1.GetOptions{})
 	require.NoError(t, err, "a copy a live pod uses is never deleted")
+
+	// Deleted by hand while the live pod uses it, the copy is written again.
+	require.NoError(t, secrets.Delete(ctx, "long-lived-copy", metav1.DeleteOptions{}))
+	deleted = time.Now()
+	require.Eventually(t, func() bool {
+		s, err := secrets.Get(ctx, "long-lived-copy", metav1.GetOptions{})
+		return err == nil && string(s.Data["username"]) == "peter"
+	}, 10*time.Second, 50*time.Millisecond, "a deleted copy a live pod uses is written again within 10 s")
+	t.Logf("copy deleted by hand → written again in %s", time.Since(deleted).Round(10*time.Millisecond))
 }
