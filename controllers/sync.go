@@ -463,11 +463,13 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 	return nil
 }
 
-// recreate creates a copy deleted while a live pod used it, with the owners it
-// had. A Secret created under its name meanwhile, by an admission or by someone
-// else, is left as it is.
+// recreate creates a copy deleted while a live pod used it. It gets no owners: the
+// garbage collector may have deleted it because its owners went while their pods
+// stay (an orphaning delete), and the same references would have it deleted again,
+// round after round. The pods that use it keep it from the orphan sweep, and the
+// next admission of a live workload names that workload again. A Secret created
+// under its name meanwhile, by an admission or by someone else, is left as it is.
 func (c *SyncController) recreate(ctx context.Context, key string, deleted, desired *corev1.Secret) error {
-	desired.OwnerReferences = deleted.OwnerReferences
 	err := c.cfg.Local.Apply(ctx, nil, desired, false)
 	switch {
 	case apierrors.IsAlreadyExists(err):
