@@ -45,8 +45,10 @@ func TestOrphanSweeper(t *testing.T) {
 	kube := fake.NewClientset(managedCopy("used"), managedCopy("orphan"), managedCopy("owned", owner), managedCopy("left"))
 	scheme := runtime.NewScheme()
 	require.NoError(t, metav1.AddMetaToScheme(scheme))
+	leaving := relayedPod("leaving", `{"leaving-copy":"hmac-sha256:3"}`)
+	leaving.DeletionTimestamp = &metav1.Time{Time: time.Now()}
 	meta := metadatafake.NewSimpleMetadataClient(scheme,
-		relayedPod("app", `{"used":"hmac-sha256:1"}`), relayedPod("bare", `{"left":"hmac-sha256:2"}`))
+		relayedPod("app", `{"used":"hmac-sha256:1"}`), relayedPod("bare", `{"left":"hmac-sha256:2"}`), leaving)
 
 	copies := relay.NewManagedSecrets(kube)
 	pods := relay.NewPodUsage(meta)
@@ -81,6 +83,11 @@ func TestOrphanSweeper(t *testing.T) {
 	go pods.Run(ctx)
 	require.Eventually(t, func() bool { return copies.Synced() && pods.Synced() }, 5*time.Second, 10*time.Millisecond)
 
+	t.Run("A pod being deleted should still use its copy, but not as a live one.", func(t *testing.T) {
+		assert.True(t, pods.Used("prod", "leaving-copy"), "kept from the sweep while its containers may read it")
+		assert.False(t, pods.UsedByLive("prod", "leaving-copy"), "not written again for it once deleted")
+		assert.True(t, pods.UsedByLive("prod", "used"))
+	})
 	t.Run("A copy nothing uses should be kept for the grace period, then deleted.", func(t *testing.T) {
 		s.Sweep(ctx) // first seen unused
 		now = now.Add(9 * time.Minute)

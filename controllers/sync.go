@@ -283,11 +283,17 @@ func (c *SyncController) forgetLocal(obj any) {
 	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = tomb.Obj
 	}
-	if deleted, ok := relay.SecretOf(obj); ok && c.cfg.Pods != nil && c.cfg.Pods.Used(deleted.Namespace, deleted.Name) {
+	if deleted, ok := relay.SecretOf(obj); ok && c.cfg.Pods != nil && c.cfg.Pods.UsedByLive(deleted.Namespace, deleted.Name) {
 		c.gone[key] = deleted
-		c.queue.Add(key)
+		c.queue.AddAfter(key, recreateDelay)
 	}
 }
+
+// recreateDelay is how long a copy deleted while a live pod uses it waits before
+// it is written again, and its pods are looked at again: the garbage collector
+// deletes a workload's pods and its copy together, and the pods' own deletion may
+// reach the cache after the copy's. The contract wants it back within 10 s.
+const recreateDelay = 2 * time.Second
 
 // goneCopy returns the copy deleted under key while a live pod used it, if one
 // still does.
@@ -295,7 +301,7 @@ func (c *SyncController) goneCopy(key string) (*corev1.Secret, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	deleted, ok := c.gone[key]
-	if ok && !c.cfg.Pods.Used(deleted.Namespace, deleted.Name) {
+	if ok && !c.cfg.Pods.UsedByLive(deleted.Namespace, deleted.Name) {
 		delete(c.gone, key)
 		return nil, false
 	}

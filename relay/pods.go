@@ -57,10 +57,26 @@ func (u *PodUsage) Synced() bool { return u.informer.HasSynced() }
 // Informer is the underlying informer, for event handlers.
 func (u *PodUsage) Informer() cache.SharedIndexInformer { return u.informer }
 
-// Used reports whether a live pod's status names the copy namespace/name.
+// Used reports whether a pod's status names the copy namespace/name: a pod being
+// deleted too, since its containers may still read the copy.
 func (u *PodUsage) Used(namespace, name string) bool {
 	keys, err := u.informer.GetIndexer().IndexKeys(usedCopyIndex, namespace+"/"+name)
 	return err != nil || len(keys) > 0 // an index that fails keeps every copy
+}
+
+// UsedByLive reports whether a pod that is not being deleted names the copy: one
+// whose workload still wants it.
+func (u *PodUsage) UsedByLive(namespace, name string) bool {
+	objs, err := u.informer.GetIndexer().ByIndex(usedCopyIndex, namespace+"/"+name)
+	if err != nil {
+		return false // nothing is written again on a guess
+	}
+	for _, obj := range objs {
+		if p, ok := obj.(*usingPod); ok && !p.terminating {
+			return true
+		}
+	}
+	return false
 }
 
 // CopiesOf returns the namespace and the copies a pod of the cache uses.
@@ -82,6 +98,8 @@ type usingPod struct {
 	resourceVersion string
 	// copies are the local Secrets its status annotation names, sorted.
 	copies []string
+	// terminating is set once the pod is being deleted.
+	terminating bool
 }
 
 // GetObjectMeta gives the informer the pod's key and version.
@@ -96,7 +114,8 @@ func slimPod(obj any) (any, error) {
 	if !ok {
 		return obj, nil // a tombstone, or a pod already slimmed
 	}
-	p := &usingPod{namespace: m.Namespace, name: m.Name, uid: string(m.UID), resourceVersion: m.ResourceVersion}
+	p := &usingPod{namespace: m.Namespace, name: m.Name, uid: string(m.UID), resourceVersion: m.ResourceVersion,
+		terminating: m.DeletionTimestamp != nil}
 	var status map[string]string
 	if err := json.Unmarshal([]byte(m.Annotations[AnnotationStatus]), &status); err == nil {
 		for name := range status {

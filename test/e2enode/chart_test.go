@@ -256,6 +256,10 @@ func (w *world) deletedWithItsDeployment(t *testing.T, ns string) {
 		return apierrors.IsNotFound(err)
 	})
 	t.Logf("Deployment deleted → its copy gone in %s", time.Since(deleted).Round(10*time.Millisecond))
+	// Its pods go at the same time: none of them, terminating, brings it back.
+	time.Sleep(3 * time.Second)
+	_, err := w.node.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the copy stays deleted: %v", err)
 }
 
 // rotate changes the username upstream and measures, from the write to the
