@@ -206,7 +206,8 @@ func PlanSecret(ns string, req SecretRequest, remote RemoteSecrets, syncedAt tim
 // Secret's name. existing == nil means write. It returns write=false when existing is
 // managed, from the same Source, and has the same type, data and token and every
 // owner desired names, and an *Error (ErrNotManaged, ErrOtherSource) when existing
-// is not secret-relay's to change. existing may be a copy from the cache, which keeps only a digest of data.
+// is not secret-relay's to change. existing may be a copy from the cache, which
+// keeps only a digest of data.
 func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
 	if existing == nil {
 		return true, nil

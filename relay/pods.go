@@ -54,9 +54,6 @@ func (u *PodUsage) Run(ctx context.Context) { u.informer.RunWithContext(ctx) }
 // Synced reports whether the first list is in.
 func (u *PodUsage) Synced() bool { return u.informer.HasSynced() }
 
-// Informer is the underlying informer, for event handlers.
-func (u *PodUsage) Informer() cache.SharedIndexInformer { return u.informer }
-
 // Used reports whether a pod's status names the copy namespace/name: a pod being
 // deleted too, since its containers may still read the copy.
 func (u *PodUsage) Used(namespace, name string) bool {
@@ -79,22 +76,10 @@ func (u *PodUsage) UsedByLive(namespace, name string) bool {
 	return false
 }
 
-// CopiesOf returns the namespace and the copies a pod of the cache uses.
-func CopiesOf(obj any) (namespace string, copies []string, ok bool) {
-	if tomb, isTomb := obj.(cache.DeletedFinalStateUnknown); isTomb {
-		obj = tomb.Obj
-	}
-	p, ok := obj.(*usingPod)
-	if !ok {
-		return "", nil, false
-	}
-	return p.namespace, p.copies, true
-}
-
 // usingPod is what the cache keeps of a relayed pod.
 type usingPod struct {
 	namespace, name string
-	uid             string
+	uid             types.UID
 	resourceVersion string
 	// copies are the local Secrets its status annotation names, sorted.
 	copies []string
@@ -104,7 +89,7 @@ type usingPod struct {
 
 // GetObjectMeta gives the informer the pod's key and version.
 func (p *usingPod) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Namespace: p.namespace, Name: p.name, UID: types.UID(p.uid), ResourceVersion: p.resourceVersion}
+	return &metav1.ObjectMeta{Namespace: p.namespace, Name: p.name, UID: p.uid, ResourceVersion: p.resourceVersion}
 }
 
 // slimPod is the cache's transform. A status annotation that does not parse names
@@ -114,7 +99,7 @@ func slimPod(obj any) (any, error) {
 	if !ok {
 		return obj, nil // a tombstone, or a pod already slimmed
 	}
-	p := &usingPod{namespace: m.Namespace, name: m.Name, uid: string(m.UID), resourceVersion: m.ResourceVersion,
+	p := &usingPod{namespace: m.Namespace, name: m.Name, uid: m.UID, resourceVersion: m.ResourceVersion,
 		terminating: m.DeletionTimestamp != nil}
 	var status map[string]string
 	if err := json.Unmarshal([]byte(m.Annotations[AnnotationStatus]), &status); err == nil {
