@@ -22,9 +22,9 @@ const usedCopyIndex = "copy"
 
 // PodUsage is a metadata cache of the pods admission relayed to (those with
 // LabelRelayed), indexed by the copies their status annotation names: which live
-// pods use a copy, without an API call. It keeps of each pod its name, UID and
-// those copy names; the rest of its metadata, its annotation text included, never
-// reaches it.
+// pods use a copy, without an API call. It keeps of each pod its name, UID,
+// controller reference and those copy names; the rest of its metadata, its
+// annotation text included, never reaches it.
 type PodUsage struct {
 	informer cache.SharedIndexInformer
 }
@@ -76,6 +76,26 @@ func (u *PodUsage) UsedByLive(namespace, name string) bool {
 	return false
 }
 
+// Users returns the controller reference of each pod whose status names the copy
+// namespace/name, a pod being deleted too: nil for a pod without a controller. It
+// reports false when the cache cannot say yet.
+func (u *PodUsage) Users(namespace, name string) ([]*metav1.OwnerReference, bool) {
+	if !u.informer.HasSynced() {
+		return nil, false
+	}
+	objs, err := u.informer.GetIndexer().ByIndex(usedCopyIndex, namespace+"/"+name)
+	if err != nil {
+		return nil, false
+	}
+	users := make([]*metav1.OwnerReference, 0, len(objs))
+	for _, obj := range objs {
+		if p, ok := obj.(*usingPod); ok {
+			users = append(users, p.controller)
+		}
+	}
+	return users, true
+}
+
 // usingPod is what the cache keeps of a relayed pod.
 type usingPod struct {
 	namespace, name string
@@ -85,6 +105,8 @@ type usingPod struct {
 	copies []string
 	// terminating is set once the pod is being deleted.
 	terminating bool
+	// controller is the pod's controller reference: its kind, name and UID.
+	controller *metav1.OwnerReference
 }
 
 // GetObjectMeta gives the informer the pod's key and version.
@@ -101,6 +123,9 @@ func slimPod(obj any) (any, error) {
 	}
 	p := &usingPod{namespace: m.Namespace, name: m.Name, uid: m.UID, resourceVersion: m.ResourceVersion,
 		terminating: m.DeletionTimestamp != nil}
+	if ref := metav1.GetControllerOf(m); ref != nil {
+		p.controller = &metav1.OwnerReference{APIVersion: ref.APIVersion, Kind: ref.Kind, Name: ref.Name, UID: ref.UID}
+	}
 	var status map[string]string
 	if err := json.Unmarshal([]byte(m.Annotations[AnnotationStatus]), &status); err == nil {
 		for name := range status {

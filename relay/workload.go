@@ -66,7 +66,12 @@ func GroupKindOf(ref metav1.OwnerReference) schema.GroupKind {
 // controller that does not exist, or whose kind secret-relay cannot check, is the
 // workload but owns nothing.
 func WorkloadOf(ctx context.Context, namespace string, pod *corev1.Pod, c Controllers) (Workload, error) {
-	ref := metav1.GetControllerOf(pod)
+	return WorkloadAbove(ctx, namespace, metav1.GetControllerOf(pod), c)
+}
+
+// WorkloadAbove works out the workload of a pod whose controller reference is ref
+// (nil for a pod without one), as WorkloadOf does.
+func WorkloadAbove(ctx context.Context, namespace string, ref *metav1.OwnerReference, c Controllers) (Workload, error) {
 	if ref == nil {
 		return Workload{}, nil
 	}

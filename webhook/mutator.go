@@ -13,7 +13,9 @@ import (
 	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/secret-relay/secret-relay/relay"
@@ -40,6 +42,13 @@ type LocalSecrets interface {
 	Apply(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) error
 }
 
+// CopyUsers finds the pods that use a copy.
+type CopyUsers interface {
+	// Users returns the controller reference of each pod that uses the copy
+	// namespace/name (nil for a pod without one), or false when it cannot say.
+	Users(namespace, name string) ([]*metav1.OwnerReference, bool)
+}
+
 // MutatorConfig configures a Mutator.
 type MutatorConfig struct {
 	Stores StoreResolver
@@ -53,6 +62,15 @@ type MutatorConfig struct {
 	// Workloads finds the controllers above a pod, so that the copies it uses name
 	// its workload among their owners. Without it, copies get no owners.
 	Workloads relay.Controllers
+	// Users and Templates let a copy follow its workload's new declaration
+	// (contract §5, "Rollouts"): Users names the pods that use a copy, Templates
+	// reads a workload's pod template. Without both, and Workloads, a copy never
+	// changes source.
+	Users     CopyUsers
+	Templates relay.Templates
+	// Recorder, when set, records on a pod's controller that a copy followed its new
+	// declaration: the pod's warning reaches no one when a controller created it.
+	Recorder record.EventRecorder
 	// UpstreamTimeout bounds the upstream calls of one admission.
 	UpstreamTimeout time.Duration
 	Logger          *zap.Logger
@@ -179,6 +197,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		return res, MutatePod(pod, reqs, tokens)
 	}
 	current := true
+	takeovers := make([]*takeover, len(reqs))
 	for i, req := range reqs {
 		if remotes[i] == nil {
 			continue // served from a copy while upstream is unreachable
@@ -189,6 +208,12 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		workload.Own(plans[i])
 		tokens[req.Name] = plans[i].Annotations[relay.AnnotationDataHash]
 		write, err := relay.CheckExisting(existing[i], plans[i])
+		if errors.Is(err, relay.ErrOtherSource) {
+			if takeovers[i] = m.takeover(upstreamCtx, ns, pod, workload, existing[i]); takeovers[i] != nil {
+				write, err = true, nil
+				res.Warnings = append(res.Warnings, relay.FollowWarning(req.Name, takeovers[i].old))
+			}
+		}
 		if err != nil {
 			return res, err
 		}
@@ -205,12 +230,13 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		if desired == nil {
 			continue // current, or served from a copy while upstream is unreachable
 		}
-		wrote, err := m.sharedWrite(ctx, existing[i], desired, dryRun)
+		wrote, err := m.sharedWrite(ctx, existing[i], desired, takeovers[i], dryRun)
 		if err != nil {
 			return res, err
 		}
 		if wrote && !dryRun {
 			res.Written = append(res.Written, desired.Name)
+			m.recordTakeover(ns, pod, desired.Name, takeovers[i])
 		}
 	}
 	if err := MutatePod(pod, reqs, tokens); err != nil {
@@ -297,13 +323,14 @@ func fallbackCopy(existing *corev1.Secret, req relay.SecretRequest) (token, warn
 // write: the same Secret, source, type and data, dry or not. It runs under the first
 // caller's deadline, and every caller that shared it reports the write. Anything
 // less in the key would let a pod be admitted on a copy written for another source.
-func (m *Mutator) sharedWrite(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) (bool, error) {
+func (m *Mutator) sharedWrite(ctx context.Context, existing, desired *corev1.Secret, t *takeover, dryRun bool) (bool, error) {
 	key := strings.Join([]string{
 		desired.Namespace, desired.Name, string(desired.Type),
 		desired.Annotations[relay.AnnotationSource], desired.Annotations[relay.AnnotationDataHash], strconv.FormatBool(dryRun),
+		t.String(),
 	}, "\x00")
 	v, err, _ := m.writes.Do(key, func() (any, error) {
-		return m.write(ctx, existing, desired, dryRun)
+		return m.write(ctx, existing, desired, t, dryRun)
 	})
 	wrote, _ := v.(bool)
 	return wrote, err
@@ -312,8 +339,9 @@ func (m *Mutator) sharedWrite(ctx context.Context, existing, desired *corev1.Sec
 // write creates or updates one local Secret that relay.CheckExisting found wanting, and
 // re-reads and re-checks it when a concurrent admission wrote it first. It reports
 // whether it wrote. A write the API server refuses is a relay.Error naming the Secret
-// and the reason.
-func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, dryRun bool) (bool, error) {
+// and the reason. t, when set, lets the write take the copy over from its old
+// source, as long as the copy is still as t found it.
+func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, t *takeover, dryRun bool) (bool, error) {
 	wrote, retrying := false, false
 	err := retry.OnError(conflictBackoff, isConflict, func() error {
 		if retrying { // a concurrent write got there first: look again
@@ -321,7 +349,11 @@ func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, d
 			if err != nil {
 				return &relay.Error{Reason: relay.ErrReadFailed, Namespace: desired.Namespace, Secret: desired.Name, Detail: relay.DescribeWriteError(err, nil)}
 			}
-			if write, err := relay.CheckExisting(latest, desired); err != nil || !write {
+			write, err := relay.CheckExisting(latest, desired)
+			if errors.Is(err, relay.ErrOtherSource) && t.stillAdmits(latest) {
+				write, err = true, nil
+			}
+			if err != nil || !write {
 				return err // someone else's, or current already
 			}
 			existing = latest

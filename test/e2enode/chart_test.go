@@ -70,6 +70,10 @@ func TestChart(t *testing.T) {
 		w.deletedWithItsDeployment(t, "gc")
 	})
 
+	t.Run("a Deployment's declaration edited with kubectl apply, and rolled back, should roll out; another Deployment claiming its copy should be denied", func(t *testing.T) {
+		w.rollouts(t, "rollout")
+	})
+
 	t.Run("an upstream rotation should reach the mounted file inside the running container", func(t *testing.T) {
 		w.rotate(t, "default")
 	})

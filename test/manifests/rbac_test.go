@@ -62,6 +62,9 @@ var wantClusterGrants = expand([]rbacv1.PolicyRule{
 	// The controllers above pods, whose workloads own the copies (issue 14).
 	{APIGroups: []string{"apps"}, Resources: []string{"replicasets", "statefulsets", "daemonsets"}, Verbs: []string{"get", "list", "watch"}},
 	{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"get", "list", "watch"}},
+	// A workload's pod template, when a copy would follow its new declaration (issue 14).
+	{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get"}},
+	{APIGroups: []string{"batch"}, Resources: []string{"cronjobs"}, Verbs: []string{"get"}},
 	{APIGroups: []string{"secret-relay.io"}, Resources: []string{"secretstores", "clustersecretstores"}, Verbs: []string{"get", "list", "watch"}},
 	{APIGroups: []string{"secret-relay.io"}, Resources: []string{"secretstores/status", "clustersecretstores/status"}, Verbs: []string{"update", "patch"}},
 	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
