@@ -17,6 +17,7 @@ type Metrics struct {
 	syncs          *prometheus.CounterVec
 	syncLag        prometheus.Histogram
 	orphansDeleted prometheus.Counter
+	restarts       *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics with reg, with the store_ready collector over
@@ -36,14 +37,24 @@ func NewMetrics(reg prometheus.Registerer, stores *remote.StoreCache) *Metrics {
 			Name: "secret_relay_orphans_deleted_total",
 			Help: "Managed copies deleted because no live pod and no owner used them for --orphan-grace-period.",
 		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "secret_relay_restarts_total",
+			Help: "Workloads rolled because a copy they use changed data, by kind: Deployment, StatefulSet or DaemonSet.",
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.syncs, m.syncLag, m.orphansDeleted, newStoreReadyCollector(stores))
+	reg.MustRegister(m.syncs, m.syncLag, m.orphansDeleted, m.restarts, newStoreReadyCollector(stores))
 	return m
 }
 
 func (m *Metrics) orphanDeleted() {
 	if m != nil {
 		m.orphansDeleted.Inc()
+	}
+}
+
+func (m *Metrics) restarted(kind string) {
+	if m != nil {
+		m.restarts.WithLabelValues(kind).Inc()
 	}
 }
 

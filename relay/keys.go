@@ -10,6 +10,12 @@ const (
 	AnnotationStore = Prefix + "store"
 	// AnnotationSecrets is the YAML or JSON list of Secrets the pod wants relayed.
 	AnnotationSecrets = Prefix + "secrets"
+	// AnnotationRestartOnChange, "true" on a workload's pod template, has the leader
+	// roll the workload when one of its copies changes data.
+	AnnotationRestartOnChange = Prefix + "restart-on-change"
+	// AnnotationRestartedAt, on a workload's pod template, is when secret-relay last
+	// rolled it, RFC 3339: setting it is the restart.
+	AnnotationRestartedAt = Prefix + "restarted-at"
 	// AnnotationStatus, on an admitted pod, maps each relayed local Secret to its
 	// data token, as its AnnotationDataHash holds it.
 	AnnotationStatus = Prefix + "status"

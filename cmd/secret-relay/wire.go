@@ -33,8 +33,10 @@ type relayParts struct {
 	local     *relay.ManagedSecrets
 	workloads *relay.ControllerCache
 	pods      *relay.PodUsage
-	// sweeper makes the orphan sweeper of one leadership term.
+	// sweeper and restarter make the orphan sweeper and the restarter of one
+	// leadership term.
 	sweeper    func() (*controllers.OrphanSweeper, error)
+	restarter  func() (*controllers.Restarter, error)
 	tokens     *relay.KeyedTokens
 	namespaces informers.SharedInformerFactory
 	validator  *controllers.StoreValidator
@@ -102,6 +104,11 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 			Recorder: recorder, Metrics: controllerMetrics, Logger: logger.Named("orphans"),
 		})
 	}
+	p.restarter = func() (*controllers.Restarter, error) {
+		return controllers.NewRestarter(controllers.RestartConfig{
+			Copies: p.local.Informer(), Client: kube, Recorder: recorder, Metrics: controllerMetrics, Logger: logger.Named("restarts"),
+		})
+	}
 	upstreams.OnHealth(p.validator.RevalidateSoon)
 	if err := p.syncer.WatchNamespaces(nsInformer.Informer()); err != nil {
 		return nil, err
@@ -146,12 +153,17 @@ func (p *relayParts) lead(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	restarter, err := p.restarter()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	swept := make(chan error, 1)
+	swept, restarted := make(chan error, 1), make(chan error, 1)
 	go func() { swept <- sweeper.Run(ctx) }()
+	go func() { restarted <- restarter.Run(ctx) }()
 	err = p.validator.Run(ctx)
 	cancel()
-	return errors.Join(err, <-swept)
+	return errors.Join(err, <-swept, <-restarted)
 }
 
 // synced is the caches' part of /readyz. It depends on the downstream cluster

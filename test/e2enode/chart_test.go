@@ -78,6 +78,13 @@ func TestChart(t *testing.T) {
 		w.rotate(t, "default")
 	})
 
+	t.Run("restart-on-change: without its RBAC an event says what to enable; with it one change of two copies rolls the Deployment once", func(t *testing.T) {
+		w.restartOnChange(t, "restarts", func() {
+			w.helm(t, "upgrade", "secret-relay", chart, "--namespace", relayNamespace, "--reuse-values",
+				"--set", "restartOnChange.enabled=true", "--wait", "--timeout", "3m")
+		})
+	})
+
 	w.seedStore(t, "load")
 
 	t.Run("a rolling update of secret-relay under concurrent pod creation should fail no admission", func(t *testing.T) {
@@ -146,7 +153,7 @@ func TestChart(t *testing.T) {
 	})
 
 	t.Run("secret-relay's logs in its pods should hold no secret value", func(t *testing.T) {
-		values := []string{"peter", "paul", "asdf1234"}
+		values := []string{"peter", "paul", "mary", "john", "asdf1234"}
 		logs := w.relayPodLogs(t)
 		require.NotEmpty(t, logs)
 		for pod, log := range logs {

@@ -2,6 +2,8 @@ package manifests_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -145,4 +147,44 @@ func TestPlainRBACIsLeastPrivilege(t *testing.T) {
 func TestChartRBACIsLeastPrivilege(t *testing.T) {
 	assertRBAC(t, helmTemplate(t, "secret-relay"), "secret-relay")
 	assertRBAC(t, helmTemplate(t, "relay-system", "certificates.certManager.enabled=false"), "relay-system")
+}
+
+// wantRestartGrants is what restartOnChange.enabled, or the kustomize component,
+// adds: patch on the workloads a restart rolls, and nothing else.
+var wantRestartGrants = expand([]rbacv1.PolicyRule{
+	{APIGroups: []string{"apps"}, Resources: []string{"deployments", "statefulsets", "daemonsets"}, Verbs: []string{"patch"}},
+})
+
+// assertRestartRBAC checks the restart-on-change ClusterRole and its binding.
+func assertRestartRBAC(t *testing.T, objs objects, ns string) {
+	t.Helper()
+	var cr rbacv1.ClusterRole
+	objs.one(t, "ClusterRole", "secret-relay-restart-on-change", &cr)
+	assertGrantsExactly(t, "ClusterRole secret-relay-restart-on-change", wantRestartGrants, cr.Rules)
+	var crb rbacv1.ClusterRoleBinding
+	objs.one(t, "ClusterRoleBinding", "secret-relay-restart-on-change", &crb)
+	assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}, crb.RoleRef)
+	assert.Equal(t, []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "secret-relay", Namespace: ns}}, crb.Subjects)
+}
+
+func TestRestartOnChangeRBAC(t *testing.T) {
+	t.Run("The chart should grant patch on workloads only with restartOnChange.enabled=true.", func(t *testing.T) {
+		assert.Len(t, helmTemplate(t, "secret-relay").all("ClusterRole"), 1)
+		objs := helmTemplate(t, "relay-system", "restartOnChange.enabled=true")
+		assert.Len(t, objs.all("ClusterRole"), 2)
+		assertRestartRBAC(t, objs, "relay-system")
+	})
+	t.Run("The kustomize component should grant the same, to the install's ServiceAccount.", func(t *testing.T) {
+		overlay := t.TempDir()
+		rel := func(parts ...string) string { // kustomize takes relative paths only
+			p, err := filepath.Rel(overlay, repoPath(t, parts...))
+			require.NoError(t, err)
+			return p
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(fmt.Sprintf(
+			"resources: [%s]\ncomponents: [%s]\n", rel("manifests"), rel("manifests", "components", "restart-on-change"))), 0o644))
+		objs := decodeObjects(t, run(t, tool(t, "k8s"), "kustomize", "--load-restrictor=LoadRestrictionsNone", overlay))
+		assert.Len(t, objs.all("ClusterRole"), 2)
+		assertRestartRBAC(t, objs, "secret-relay")
+	})
 }
