@@ -66,9 +66,10 @@ type workloadKey struct {
 
 // Restarter rolls the workloads that ask for it (restart-on-change on their pod
 // template) when a copy they own changes data, on the leader, one term at a time.
-// A change is a copy whose data token changed while its source did not: a copy
-// that follows a new declaration belongs to a workload already rolling out, and a
-// change of metadata alone changes no token. Changes seen in one term are
+// A change is a copy whose data changed while its source did not: a copy that
+// follows a new declaration belongs to a workload already rolling out, and a
+// change of metadata alone, a new token over the same data included (a new token
+// key re-annotates every copy), is no change. Changes seen in one term are
 // forgotten with it.
 type Restarter struct {
 	cfg   RestartConfig
@@ -112,8 +113,7 @@ func NewRestarter(cfg RestartConfig) (*Restarter, error) {
 func (r *Restarter) copyChanged(oldObj, newObj any) {
 	old, ok1 := relay.SecretOf(oldObj)
 	cur, ok2 := relay.SecretOf(newObj)
-	if !ok1 || !ok2 || old.Annotations[relay.AnnotationDataHash] == cur.Annotations[relay.AnnotationDataHash] ||
-		old.Annotations[relay.AnnotationSource] != cur.Annotations[relay.AnnotationSource] {
+	if !ok1 || !ok2 || relay.SameData(old, cur) || old.Annotations[relay.AnnotationSource] != cur.Annotations[relay.AnnotationSource] {
 		return
 	}
 	for _, o := range cur.OwnerReferences {

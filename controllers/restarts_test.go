@@ -88,8 +88,12 @@ func (b *restartBed) patched() int {
 	return b.patches
 }
 
-func newToken(token string) func(*corev1.Secret) {
-	return func(s *corev1.Secret) { s.Annotations[relay.AnnotationDataHash] = "hmac-sha256:" + token }
+// newData gives a copy new data, and its token.
+func newData(value string) func(*corev1.Secret) {
+	return func(s *corev1.Secret) {
+		s.Data = map[string][]byte{"k": []byte(value)}
+		s.Annotations[relay.AnnotationDataHash] = "hmac-sha256:" + value
+	}
 }
 
 func TestRestarter(t *testing.T) {
@@ -97,8 +101,8 @@ func TestRestarter(t *testing.T) {
 
 	t.Run("One change of two copies of a workload that asks should restart it once, with an event naming both.", func(t *testing.T) {
 		b := newRestartBed(t, asks, time.Millisecond) // the quiet period alone makes it one
-		b.change("a", newToken("2"))
-		b.change("b", newToken("2"))
+		b.change("a", newData("2"))
+		b.change("b", newData("2"))
 		require.Eventually(t, func() bool { return b.restartedAt() != "" }, 5*time.Second, 20*time.Millisecond)
 		_, err := time.Parse(time.RFC3339, b.restartedAt())
 		assert.NoError(t, err)
@@ -107,26 +111,27 @@ func TestRestarter(t *testing.T) {
 		assert.Contains(t, <-b.events.Events, "Normal Restarted secret-relay restarted Deployment/web: its copies a, b changed")
 
 		t.Run("and a change after the quiet period should restart it again.", func(t *testing.T) {
-			b.change("a", newToken("3"))
+			b.change("a", newData("3"))
 			require.Eventually(t, func() bool { return b.patched() == 2 }, 5*time.Second, 20*time.Millisecond)
 		})
 	})
 
-	t.Run("Nothing but a change of data should restart: metadata, a new source, a copy without owners.", func(t *testing.T) {
+	t.Run("Nothing but a change of data should restart: metadata, a new token key, a new source, a copy without owners.", func(t *testing.T) {
 		b := newRestartBed(t, asks, time.Hour)
 		b.change("a", func(s *corev1.Secret) { s.Labels["team"] = "x"; s.Annotations[relay.AnnotationSyncedAt] = "now" })
 		b.change("b", func(s *corev1.Secret) {
 			s.Annotations[relay.AnnotationSource] = `{"store":"SecretStore/other"}`
 			s.Annotations[relay.AnnotationDataHash] = "hmac-sha256:9"
 		})
-		b.change("unowned", newToken("2"))
+		b.change("unowned", newData("2"))
+		b.change("a", func(s *corev1.Secret) { s.Annotations[relay.AnnotationDataHash] = "hmac-sha256:new-key" })
 		time.Sleep(500 * time.Millisecond)
 		assert.Zero(t, b.patched())
 	})
 
 	t.Run("A workload that does not ask should not be restarted.", func(t *testing.T) {
 		b := newRestartBed(t, map[string]string{relay.AnnotationRestartOnChange: "false"}, time.Hour)
-		b.change("a", newToken("2"))
+		b.change("a", newData("2"))
 		time.Sleep(500 * time.Millisecond)
 		assert.Zero(t, b.patched())
 	})
@@ -134,7 +139,7 @@ func TestRestarter(t *testing.T) {
 	t.Run("A workload restarted less than the least interval ago should wait.", func(t *testing.T) {
 		b := newRestartBed(t, map[string]string{relay.AnnotationRestartOnChange: "true",
 			relay.AnnotationRestartedAt: time.Now().UTC().Format(time.RFC3339)}, time.Hour)
-		b.change("a", newToken("2"))
+		b.change("a", newData("2"))
 		time.Sleep(500 * time.Millisecond)
 		assert.Zero(t, b.patched())
 	})
@@ -144,7 +149,7 @@ func TestRestarter(t *testing.T) {
 		b.kube.PrependReactor("patch", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
 			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", fmt.Errorf("no"))
 		})
-		b.change("a", newToken("2"))
+		b.change("a", newData("2"))
 		var event string
 		require.Eventually(t, func() bool {
 			select {
@@ -167,7 +172,7 @@ func TestRestarter(t *testing.T) {
 		other.Spec.Template.Annotations = asks
 		_, err := b.kube.AppsV1().Deployments("prod").Create(context.Background(), other, metav1.CreateOptions{})
 		require.NoError(t, err)
-		b.change("a", newToken("2"))
+		b.change("a", newData("2"))
 		time.Sleep(500 * time.Millisecond)
 		assert.Zero(t, b.patched())
 	})

@@ -354,6 +354,22 @@ func HoldsData(s *corev1.Secret, data map[string][]byte) bool {
 	return maps.EqualFunc(s.Data, data, bytes.Equal)
 }
 
+// SameData reports whether Secrets a and b hold the same data. Either may be a
+// copy from the cache, which keeps only the digest of its data.
+func SameData(a, b *corev1.Secret) bool {
+	da, okA := a.Annotations[digestKey]
+	db, okB := b.Annotations[digestKey]
+	switch {
+	case okA && okB:
+		return da == db
+	case okA:
+		return HoldsData(a, b.Data)
+	case okB:
+		return HoldsData(b, a.Data)
+	}
+	return maps.EqualFunc(a.Data, b.Data, bytes.Equal)
+}
+
 // StripManagedFields is an informer transform that drops managed fields before an
 // object is cached: they are large and secret-relay never reads them.
 func StripManagedFields(obj any) (any, error) {

@@ -130,7 +130,8 @@ func newUpstreamCache(key cacheKey, client UpstreamClient, onEvent func(SecretEv
 	return c
 }
 
-// run starts the reflector and the credential check, until ctx ends or stop.
+// run starts the reflector, the credential check and the poll, until ctx ends or
+// stop.
 func (c *Cache) run(ctx context.Context) {
 	ctx, c.cancel = context.WithCancel(ctx)
 	c.mu.Lock()
@@ -141,6 +142,63 @@ func (c *Cache) run(ctx context.Context) {
 		c.reflector.RunWithContext(ctx)
 	}()
 	go c.checkCredentials(ctx)
+	go c.poll(ctx)
+}
+
+// pollInterval is how often a cache whose credentials may get Secrets but not list
+// or watch them reads each wanted Secret again, so that its copies still follow
+// upstream within 60 s (contract §6). Tests shorten it.
+var pollInterval = 30 * time.Second
+
+// poll reads every wanted Secret again each pollInterval while the upstream
+// forbids the list or the watch, until ctx ends. The reflector keeps trying to
+// list meanwhile: once the credentials may, the watch takes over.
+func (c *Cache) poll(ctx context.Context) {
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if c.polls() {
+			c.pollOnce(ctx)
+		}
+	}
+}
+
+func (c *Cache) polls() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.noWatch && c.refusal == nil
+}
+
+// pollOnce reads each wanted Secret once, keeping and announcing those that
+// changed, and announcing those deleted that it held.
+func (c *Cache) pollOnce(ctx context.Context) {
+	for _, name := range c.wantedNames() {
+		read, cancel := context.WithTimeout(ctx, readTimeout)
+		got, err := c.client.CoreV1().Secrets(c.namespace).Get(read, name, metav1.GetOptions{})
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case apierrors.IsNotFound(err):
+			c.mu.Lock()
+			_, held := c.data[name]
+			delete(c.data, name)
+			users := c.usersLocked()
+			c.mu.Unlock()
+			if held {
+				c.announce(users, []string{name}, true)
+			}
+		case err == nil:
+			c.keep(got)
+		}
+		// Any other failure is the next poll's to retry; the credential check
+		// reports a refusal on the store's status.
+	}
 }
 
 func (c *Cache) stop() {
@@ -425,6 +483,14 @@ func (c *Cache) watched(obj any) {
 	}
 	c.mu.Lock()
 	c.noWatch = false
+	c.mu.Unlock()
+	c.keep(s)
+}
+
+// keep keeps a wanted Secret read upstream, unless what the cache holds is as
+// recent, and announces it.
+func (c *Cache) keep(s *corev1.Secret) {
+	c.mu.Lock()
 	wanted := c.wanted[s.Name]
 	if wanted {
 		if prev, ok := c.data[s.Name]; ok && !newer(s.UID, s.ResourceVersion, prev) {

@@ -10,9 +10,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/secret-relay/secret-relay/relay"
 )
@@ -262,4 +266,69 @@ func (c *Cache) watchStarted() bool {
 func value(s *relay.Remote, key string) []byte {
 	v, _ := s.Value(key)
 	return v
+}
+
+func TestGetOnlyUpstream(t *testing.T) {
+	defer func(d time.Duration) { pollInterval = d }(pollInterval)
+	pollInterval = 50 * time.Millisecond
+	db, gone := upstreamSecret("db", "v1"), upstreamSecret("gone", "v1")
+	db.ResourceVersion, gone.ResourceVersion = "1", "1" // a real API server's versions
+	client := fake.NewClientset(db, gone)
+	forbid := func(verb string) k8stesting.ReactionFunc {
+		return func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(corev1.Resource("secrets"), "", fmt.Errorf("may not %s", verb))
+		}
+	}
+	client.PrependReactor("list", "secrets", forbid("list"))
+	client.PrependWatchReactor("secrets", func(k8stesting.Action) (bool, watch.Interface, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("secrets"), "", fmt.Errorf("may not watch"))
+	})
+	events := make(chan SecretEvent, 10)
+	c := startCache(t, client, events, "db", "gone")
+	for _, name := range []string{"db", "gone"} { // what a copy's first sync reads
+		_, err := c.GetListed(context.Background(), name)
+		require.NoError(t, err)
+	}
+	next := func() SecretEvent {
+		select {
+		case ev := <-events:
+			return ev
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event within 5 s")
+			return SecretEvent{}
+		}
+	}
+
+	t.Run("A change upstream should be announced by the poll, though nothing may list or watch.", func(t *testing.T) {
+		// The first poll may announce what it is the first to hold; after it,
+		// polls that find nothing new announce nothing.
+		time.Sleep(3 * pollInterval)
+		for len(events) > 0 {
+			<-events
+		}
+		time.Sleep(3 * pollInterval)
+		require.Empty(t, events)
+		s := upstreamSecret("db", "v2")
+		s.ResourceVersion = "2"
+		_, err := client.CoreV1().Secrets("default").Update(context.Background(), s, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		ev := next()
+		assert.Equal(t, SecretEvent{Store: testStoreS, Name: "db"}, SecretEvent{Store: ev.Store, Name: ev.Name, Deleted: ev.Deleted})
+		got, err := c.GetListed(context.Background(), "db")
+		require.NoError(t, err)
+		assert.Equal(t, []byte("v2"), value(got, "k"))
+	})
+	t.Run("A Secret deleted upstream should be announced as deleted.", func(t *testing.T) {
+		require.NoError(t, client.CoreV1().Secrets("default").Delete(context.Background(), "gone", metav1.DeleteOptions{}))
+		ev := next()
+		assert.Equal(t, "gone", ev.Name)
+		assert.True(t, ev.Deleted)
+	})
+	t.Run("Nothing unchanged should be announced.", func(t *testing.T) {
+		select {
+		case ev := <-events:
+			t.Fatalf("announced %+v", ev)
+		case <-time.After(300 * time.Millisecond):
+		}
+	})
 }
