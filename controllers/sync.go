@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -38,14 +39,21 @@ type SyncConfig struct {
 	// Describe words an error for an event: webhook.Describe, so that an event
 	// says what a denial would.
 	Describe func(error) string
-	// Pods says which copies live pods use, so that a copy deleted while one does
-	// is written again. Without it, a deleted copy waits for the next admission.
-	Pods *relay.PodUsage
+	// Pods says which copies live pods use, and Owners which of a copy's owners
+	// live, so that a copy deleted while one does is written again. Without them, a
+	// deleted copy waits for the next admission.
+	Pods   *relay.PodUsage
+	Owners LiveOwners
 	// WaitFor are more caches to wait for before the first sync: namespaces, the
 	// token key.
 	WaitFor []cache.InformerSynced
 	// Now is the clock; tests fix it.
 	Now func() time.Time
+}
+
+// LiveOwners finds which of a copy's owners still live.
+type LiveOwners interface {
+	LiveOwners(ctx context.Context, namespace string, refs []metav1.OwnerReference) ([]metav1.OwnerReference, error)
 }
 
 // SyncController keeps every managed local copy in step with upstream (contract §6).
@@ -283,7 +291,12 @@ func (c *SyncController) forgetLocal(obj any) {
 	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = tomb.Obj
 	}
-	if deleted, ok := relay.SecretOf(obj); ok && c.cfg.Pods != nil && c.cfg.Pods.UsedByLive(deleted.Namespace, deleted.Name) {
+	deleted, ok := relay.SecretOf(obj)
+	if !ok || c.cfg.Pods == nil {
+		return
+	}
+	// Whether an owner lives takes a read: the sync looks, after the delay.
+	if c.cfg.Pods.UsedByLive(deleted.Namespace, deleted.Name) || len(deleted.OwnerReferences) > 0 && c.cfg.Owners != nil {
 		c.gone[key] = deleted
 		c.queue.AddAfter(key, recreateDelay)
 	}
@@ -295,17 +308,27 @@ func (c *SyncController) forgetLocal(obj any) {
 // reach the cache after the copy's. The contract wants it back within 10 s.
 const recreateDelay = 2 * time.Second
 
-// goneCopy returns the copy deleted under key while a live pod used it, if one
-// still does.
-func (c *SyncController) goneCopy(key string) (*corev1.Secret, bool) {
+// goneCopy returns the copy deleted under key, if a live pod or a live owner still
+// uses it, and those of its owners that live.
+func (c *SyncController) goneCopy(ctx context.Context, key string) (*corev1.Secret, []metav1.OwnerReference, bool, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	deleted, ok := c.gone[key]
-	if ok && !c.cfg.Pods.UsedByLive(deleted.Namespace, deleted.Name) {
-		delete(c.gone, key)
-		return nil, false
+	c.mu.Unlock()
+	if !ok {
+		return nil, nil, false, nil
 	}
-	return deleted, ok
+	var owners []metav1.OwnerReference
+	if len(deleted.OwnerReferences) > 0 && c.cfg.Owners != nil {
+		var err error
+		if owners, err = c.cfg.Owners.LiveOwners(ctx, deleted.Namespace, deleted.OwnerReferences); err != nil {
+			return nil, nil, false, fmt.Errorf("could not read the owners of %s: %w", key, err)
+		}
+	}
+	if len(owners) == 0 && !c.cfg.Pods.UsedByLive(deleted.Namespace, deleted.Name) {
+		c.forgetGone(key)
+		return nil, nil, false, nil
+	}
+	return deleted, owners, true, nil
 }
 
 func (c *SyncController) forgetGone(key string) {
@@ -392,19 +415,33 @@ func (c *SyncController) prepare(ctx context.Context, local *corev1.Secret) (*co
 }
 
 // sync brings one local copy up to date with what the upstream cache holds.
-func (c *SyncController) sync(ctx context.Context, key string) error {
+func (c *SyncController) sync(ctx context.Context, key string) (err error) {
 	obj, ok, err := c.cfg.Local.Informer().GetStore().GetByKey(key)
 	if err != nil {
 		return err
 	}
-	var local *corev1.Secret
-	// recreate is set for a copy deleted while a live pod uses it: it is planned
-	// from its last source and written again, through the same checks.
+	var (
+		local  *corev1.Secret
+		owners []metav1.OwnerReference
+	)
+	// recreate is set for a copy deleted while a live pod or owner uses it: it is
+	// planned from its last source and written again, through the same checks.
 	recreate := !ok
 	if recreate {
-		if local, ok = c.goneCopy(key); !ok {
+		if !c.leader.Load() {
+			c.forgetGone(key) // the leader's to write again
 			return nil
 		}
+		if local, owners, ok, err = c.goneCopy(ctx, key); !ok {
+			return err
+		}
+		// Whatever stops the re-creation but a failure to retry (the namespace
+		// lost the store, the upstream Secret went) forgets the copy.
+		defer func() {
+			if err == nil {
+				c.forgetGone(key)
+			}
+		}()
 	} else if local, ok = relay.SecretOf(obj); !ok {
 		return nil
 	}
@@ -437,6 +474,7 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 	}
 	desired, err := relay.PlanSecret(local.Namespace, plan.req, read, c.cfg.Now(), c.cfg.Tokens)
 	if err == nil && recreate {
+		desired.OwnerReferences = owners
 		return c.recreate(ctx, key, local, desired)
 	}
 	if err == nil {
@@ -469,12 +507,13 @@ func (c *SyncController) sync(ctx context.Context, key string) error {
 	return nil
 }
 
-// recreate creates a copy deleted while a live pod used it. It gets no owners: the
-// garbage collector may have deleted it because its owners went while their pods
-// stay (an orphaning delete), and the same references would have it deleted again,
-// round after round. The pods that use it keep it from the orphan sweep, and the
-// next admission of a live workload names that workload again. A Secret created
-// under its name meanwhile, by an admission or by someone else, is left as it is.
+// recreate creates a copy deleted while a live pod or owner used it. It gets the
+// owners that were found live, and no others: the garbage collector may have
+// deleted it because its owners went while their pods stay (an orphaning delete),
+// and the same references would have it deleted again, round after round. The
+// pods that use it keep it from the orphan sweep, and the next admission of a live
+// workload names that workload again. A Secret created under its name meanwhile, by
+// an admission or by someone else, is left as it is.
 func (c *SyncController) recreate(ctx context.Context, key string, deleted, desired *corev1.Secret) error {
 	err := c.cfg.Local.Apply(ctx, nil, desired, false)
 	switch {

@@ -107,6 +107,38 @@ func (c *ControllerCache) ControllerOf(ctx context.Context, namespace string, re
 	return metav1.GetControllerOf(m), true, nil
 }
 
+// workloadResources are the resources of every kind a copy's owner can be.
+var workloadResources = map[schema.GroupKind]schema.GroupVersionResource{
+	{Group: "apps", Kind: "Deployment"}: {Group: "apps", Version: "v1", Resource: "deployments"},
+	{Group: "batch", Kind: "CronJob"}:   {Group: "batch", Version: "v1", Resource: "cronjobs"},
+}
+
+// LiveOwners returns the references among refs whose object exists in namespace,
+// with the reference's UID, and is not being deleted. It reads each one live: only
+// a copy deleted by someone needs it.
+func (c *ControllerCache) LiveOwners(ctx context.Context, namespace string, refs []metav1.OwnerReference) ([]metav1.OwnerReference, error) {
+	var live []metav1.OwnerReference
+	for _, ref := range refs {
+		gk := GroupKindOf(ref)
+		gvr, ok := ControllerResources[gk]
+		if !ok {
+			if gvr, ok = workloadResources[gk]; !ok {
+				continue
+			}
+		}
+		m, err := c.client.Resource(gvr).Namespace(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return nil, err
+		case m.UID == ref.UID && m.DeletionTimestamp == nil:
+			live = append(live, ref)
+		}
+	}
+	return live, nil
+}
+
 // slimController is the cache's transform: an object's name, namespace, UID,
 // version and controller reference.
 func slimController(obj any) (any, error) {

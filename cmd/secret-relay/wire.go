@@ -84,7 +84,7 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 		return nil, err
 	}
 	if p.syncer, err = controllers.NewSyncController(controllers.SyncConfig{
-		Local: p.local, Stores: p.stores, Authorizer: authz, Upstreams: upstreams, Tokens: p.tokens, Pods: p.pods,
+		Local: p.local, Stores: p.stores, Authorizer: authz, Upstreams: upstreams, Tokens: p.tokens, Pods: p.pods, Owners: p.workloads,
 		Metrics: controllerMetrics, Recorder: recorder, Describe: webhook.Describe, Logger: logger.Named("sync"),
 		WaitFor: []cache.InformerSynced{p.nsSynced, p.tokens.Loaded},
 	}); err != nil {

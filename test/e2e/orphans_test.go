@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -65,4 +66,52 @@ func TestOrphans(t *testing.T) {
 		return err == nil && string(s.Data["username"]) == "peter"
 	}, 10*time.Second, 50*time.Millisecond, "a deleted copy a live pod uses is written again within 10 s")
 	t.Logf("copy deleted by hand → written again in %s", time.Since(deleted).Round(10*time.Millisecond))
+}
+
+// TestOwnedCopyRecreated checks contract §6, "A managed copy deleted": a copy whose
+// owner lives, though no pod uses it (a Deployment scaled to zero), is written
+// again when someone deletes it, with its owner. No controllers run here: the
+// Deployment and its ReplicaSet are objects alone, and nothing garbage-collects.
+func TestOwnedCopyRecreated(t *testing.T) {
+	w := newWorld(t)
+	w.SeedStore(t, "default", "remote-k8s-store")
+	ctx := cluster.Context(t)
+	rs := deploymentAndReplicaSet(t, w.Down, "default", "scaled")
+	pod := cluster.Pod("scaled-1", map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation})
+	pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(rs, appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))}
+	pods := w.Down.Client.CoreV1().Pods("default")
+	_, err := pods.Create(ctx, pod, metav1.CreateOptions{})
+	require.NoError(t, err)
+	secrets := w.Down.Client.CoreV1().Secrets("default")
+	copied, err := secrets.Get(ctx, "pulled-secrets", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Len(t, copied.OwnerReferences, 1)
+	owner := copied.OwnerReferences[0]
+	assert.Equal(t, "Deployment", owner.Kind)
+
+	// Scaled to zero: its pod goes, the Deployment stays.
+	require.NoError(t, pods.Delete(ctx, "scaled-1", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		_, err := pods.Get(ctx, "scaled-1", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, 10*time.Second, 50*time.Millisecond)
+	time.Sleep(time.Second) // the relayed pods cache sees it go
+
+	require.NoError(t, secrets.Delete(ctx, "pulled-secrets", metav1.DeleteOptions{}))
+	deleted := time.Now()
+	require.Eventually(t, func() bool {
+		s, err := secrets.Get(ctx, "pulled-secrets", metav1.GetOptions{})
+		return err == nil && string(s.Data["username"]) == "peter"
+	}, 10*time.Second, 50*time.Millisecond, "a deleted copy a live owner uses is written again within 10 s")
+	t.Logf("copy of a Deployment with no pod deleted by hand → written again in %s", time.Since(deleted).Round(10*time.Millisecond))
+	again, err := secrets.Get(ctx, "pulled-secrets", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, []metav1.OwnerReference{owner}, again.OwnerReferences, "with its owner, so that the garbage collector keeps it")
+
+	// With the Deployment gone too, a deletion is final.
+	require.NoError(t, w.Down.Client.AppsV1().Deployments("default").Delete(ctx, "scaled", metav1.DeleteOptions{}))
+	require.NoError(t, secrets.Delete(ctx, "pulled-secrets", metav1.DeleteOptions{}))
+	time.Sleep(4 * time.Second)
+	_, err = secrets.Get(ctx, "pulled-secrets", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "nothing uses it: it stays deleted (%v)", err)
 }
