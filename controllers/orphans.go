@@ -58,10 +58,23 @@ func (c *OrphanConfig) defaults() error {
 // that no live pod's status has named for the grace period. It runs on the leader,
 // one term at a time: what it has seen unused is forgotten with the term, so that a
 // new leader waits a whole grace period before it deletes anything.
+//
+// A copy unused for the grace period is first marked (AnnotationOrphanedAt), and
+// deleted only MarkWait later, at the version the mark left: an admission can find
+// a copy current and admit its pod before the pod reaches the relayed pods cache,
+// and it writes a copy it finds marked, so that the deletion no longer matches.
 type OrphanSweeper struct {
 	cfg OrphanConfig
 	// unused is when each copy was first seen unused, in this term.
 	unused map[string]time.Time
+	// marked holds, for each copy marked and not written since, the version the
+	// mark was seen at and when.
+	marked map[string]orphanMark
+}
+
+type orphanMark struct {
+	version string
+	at      time.Time
 }
 
 // NewOrphanSweeper returns a sweeper for one leadership term.
@@ -69,7 +82,15 @@ func NewOrphanSweeper(cfg OrphanConfig) (*OrphanSweeper, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	return &OrphanSweeper{cfg: cfg, unused: map[string]time.Time{}}, nil
+	return &OrphanSweeper{cfg: cfg, unused: map[string]time.Time{}, marked: map[string]orphanMark{}}, nil
+}
+
+// MarkWait is how long a marked copy waits before it is deleted, for a grace
+// period: the grace period, up to 30 s, which bounds how long a pod create that
+// secret-relay admitted can take to reach the API server's storage and the cache
+// (other webhooks, a slow etcd), and at least 1 s.
+func MarkWait(grace time.Duration) time.Duration {
+	return max(min(grace, 30*time.Second), time.Second)
 }
 
 // SweepInterval is how often Run sweeps for a grace period: a tenth of it, between
@@ -111,6 +132,10 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) {
 		// A copy with owners is the garbage collector's, and one in use is kept.
 		if len(copied.OwnerReferences) > 0 || s.cfg.Pods.Used(copied.Namespace, copied.Name) {
 			delete(s.unused, key)
+			delete(s.marked, key)
+			if relay.MarkedOrphan(copied) {
+				s.writeMark(ctx, copied, "")
+			}
 			continue
 		}
 		since, ok := s.unused[key]
@@ -118,15 +143,57 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) {
 			s.unused[key] = now
 			continue
 		}
-		if now.Sub(since) >= s.cfg.Grace {
+		if now.Sub(since) < s.cfg.Grace {
+			continue
+		}
+		m, ok := s.marked[key]
+		switch {
+		case !relay.MarkedOrphan(copied):
+			if version, ok := s.writeMark(ctx, copied, now.UTC().Format(time.RFC3339)); ok {
+				s.marked[key] = orphanMark{version: version, at: now}
+			}
+		case !ok || m.version != copied.ResourceVersion:
+			// Marked in an earlier term, or written since: wait again from now.
+			s.marked[key] = orphanMark{version: copied.ResourceVersion, at: now}
+		case now.Sub(m.at) >= MarkWait(s.cfg.Grace):
 			s.delete(ctx, copied, now.Sub(since))
 		}
 	}
 	for key := range s.unused {
 		if !seen[key] {
 			delete(s.unused, key)
+			delete(s.marked, key)
 		}
 	}
+}
+
+// writeMark sets the copy's AnnotationOrphanedAt to at, or removes it when at is
+// empty, if the copy is still at the version the cache holds, and returns the
+// version it wrote. The cache keeps no data, so the copy is read first.
+func (s *OrphanSweeper) writeMark(ctx context.Context, copied *corev1.Secret, at string) (version string, ok bool) {
+	secrets := s.cfg.Client.CoreV1().Secrets(copied.Namespace)
+	live, err := secrets.Get(ctx, copied.Name, metav1.GetOptions{})
+	if err != nil || live.UID != copied.UID || live.ResourceVersion != copied.ResourceVersion {
+		return "", false // gone, changed since, or unreadable: looked at again next sweep
+	}
+	if at == "" {
+		delete(live.Annotations, relay.AnnotationOrphanedAt)
+	} else {
+		if live.Annotations == nil {
+			live.Annotations = map[string]string{}
+		}
+		live.Annotations[relay.AnnotationOrphanedAt] = at
+	}
+	updated, err := secrets.Update(ctx, live, metav1.UpdateOptions{FieldManager: relay.ManagedByValue})
+	switch {
+	case apierrors.IsConflict(err):
+		return "", false
+	case err != nil:
+		s.cfg.Logger.Warn("could not mark an unused copy", zap.String("namespace", copied.Namespace),
+			zap.String("secret", copied.Name), zap.Error(err))
+		return "", false
+	}
+	return updated.ResourceVersion, true
 }
 
 // delete deletes one orphaned copy, only at the version that was found unused: a
@@ -138,12 +205,14 @@ func (s *OrphanSweeper) delete(ctx context.Context, copied *corev1.Secret, unuse
 	switch {
 	case err == nil:
 		delete(s.unused, key)
+		delete(s.marked, key)
 		s.cfg.Metrics.orphanDeleted()
 		s.cfg.Recorder.Eventf(copied, corev1.EventTypeNormal, "OrphanDeleted",
 			"no live pod and no owner has used this copy for %s; deleted", unused.Round(time.Second))
 		s.cfg.Logger.Info("deleted an orphaned copy", zap.String("namespace", copied.Namespace), zap.String("secret", copied.Name))
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		delete(s.unused, key) // gone, or changed since: looked at afresh
+		delete(s.marked, key)
 	default:
 		s.cfg.Logger.Warn("could not delete an orphaned copy", zap.String("namespace", copied.Namespace),
 			zap.String("secret", copied.Name), zap.Error(err))

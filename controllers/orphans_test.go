@@ -70,6 +70,12 @@ func TestOrphanSweeper(t *testing.T) {
 		return false
 	}
 
+	marked := func(name string) bool {
+		obj, ok, _ := copies.Informer().GetStore().GetByKey("prod/" + name)
+		copied, _ := relay.SecretOf(obj)
+		return ok && relay.MarkedOrphan(copied)
+	}
+
 	go copies.Run(ctx)
 	require.Eventually(t, copies.Synced, 5*time.Second, 10*time.Millisecond)
 	t.Run("Before the relayed pods are listed, the sweep should delete nothing: every copy looks unused.", func(t *testing.T) {
@@ -95,8 +101,14 @@ func TestOrphanSweeper(t *testing.T) {
 		assert.True(t, exists("orphan"), "within the grace period")
 		now = now.Add(time.Minute)
 		s.Sweep(ctx)
+		require.Eventually(t, func() bool { return marked("orphan") }, 5*time.Second, 10*time.Millisecond, "first marked")
+		now = now.Add(controllers.MarkWait(10*time.Minute) - time.Second)
+		s.Sweep(ctx)
+		assert.True(t, exists("orphan"), "marked, and waiting")
+		now = now.Add(time.Second)
+		s.Sweep(ctx)
 		assert.False(t, exists("orphan"))
-		assert.Equal(t, "Normal OrphanDeleted no live pod and no owner has used this copy for 10m0s; deleted", <-events.Events)
+		assert.Equal(t, "Normal OrphanDeleted no live pod and no owner has used this copy for 10m30s; deleted", <-events.Events)
 	})
 	t.Run("A copy a live pod uses, or one with an owner, should never be deleted.", func(t *testing.T) {
 		now = now.Add(24 * time.Hour)
@@ -114,6 +126,40 @@ func TestOrphanSweeper(t *testing.T) {
 		assert.True(t, exists("left"))
 		now = now.Add(time.Second)
 		s.Sweep(ctx)
-		assert.False(t, exists("left"))
+		require.Eventually(t, func() bool { return marked("left") }, 5*time.Second, 10*time.Millisecond)
+
+		t.Run("and a copy written after its mark, as an admission writes it, should not be deleted then.", func(t *testing.T) {
+			s.Sweep(ctx)
+			// An admission that found the copy current writes it, clearing the mark,
+			// before its pod reaches the cache.
+			left, err := kube.CoreV1().Secrets("prod").Get(ctx, "left", metav1.GetOptions{})
+			require.NoError(t, err)
+			delete(left.Annotations, relay.AnnotationOrphanedAt)
+			_, err = kube.CoreV1().Secrets("prod").Update(ctx, left, metav1.UpdateOptions{})
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return !marked("left") }, 5*time.Second, 10*time.Millisecond)
+			s.Sweep(ctx) // sees the write
+			now = now.Add(time.Hour)
+			s.Sweep(ctx)
+			assert.True(t, exists("left"), "marked again first")
+			require.Eventually(t, func() bool { return marked("left") }, 5*time.Second, 10*time.Millisecond)
+		})
+		t.Run("and once its wait is over, deleted.", func(t *testing.T) {
+			s.Sweep(ctx)
+			now = now.Add(controllers.MarkWait(10 * time.Minute))
+			s.Sweep(ctx)
+			assert.False(t, exists("left"))
+		})
+	})
+
+	t.Run("A copy marked that a pod uses again should lose its mark.", func(t *testing.T) {
+		used, err := kube.CoreV1().Secrets("prod").Get(ctx, "used", metav1.GetOptions{})
+		require.NoError(t, err)
+		used.Annotations[relay.AnnotationOrphanedAt] = "2026-01-01T00:00:00Z"
+		_, err = kube.CoreV1().Secrets("prod").Update(ctx, used, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return marked("used") }, 5*time.Second, 10*time.Millisecond)
+		s.Sweep(ctx)
+		require.Eventually(t, func() bool { return !marked("used") }, 5*time.Second, 10*time.Millisecond)
 	})
 }

@@ -67,6 +67,7 @@ func (c ClientsetLocalSecrets) Apply(ctx context.Context, existing, desired *cor
 	update.Data = desired.Data
 	update.StringData = nil
 	delete(update.Annotations, digestKey) // a copy from the cache
+	delete(update.Annotations, AnnotationOrphanedAt)
 	if update.Labels == nil {
 		update.Labels = map[string]string{}
 	}

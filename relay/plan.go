@@ -242,3 +242,11 @@ func CheckExisting(existing, desired *corev1.Secret) (write bool, err error) {
 		len(missingOwners(existing.OwnerReferences, desired.OwnerReferences)) == 0
 	return !same, nil
 }
+
+// MarkedOrphan reports whether the leader marked existing for deletion
+// (AnnotationOrphanedAt). An admission that uses it writes it, which clears the
+// mark; CheckExisting ignores the mark, so that a background sync does not.
+func MarkedOrphan(existing *corev1.Secret) bool {
+	_, ok := existing.Annotations[AnnotationOrphanedAt]
+	return ok
+}

@@ -207,7 +207,7 @@ func (m *Mutator) Relay(ctx context.Context, ns string, pod *corev1.Pod, dryRun 
 		}
 		workload.Own(plans[i])
 		tokens[req.Name] = plans[i].Annotations[relay.AnnotationDataHash]
-		write, err := relay.CheckExisting(existing[i], plans[i])
+		write, err := checkExisting(existing[i], plans[i])
 		if errors.Is(err, relay.ErrOtherSource) {
 			if takeovers[i] = m.takeover(upstreamCtx, ns, pod, workload, existing[i]); takeovers[i] != nil {
 				write, err = true, nil
@@ -349,7 +349,7 @@ func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, t
 			if err != nil {
 				return &relay.Error{Reason: relay.ErrReadFailed, Namespace: desired.Namespace, Secret: desired.Name, Detail: relay.DescribeWriteError(err, nil)}
 			}
-			write, err := relay.CheckExisting(latest, desired)
+			write, err := checkExisting(latest, desired)
 			if errors.Is(err, relay.ErrOtherSource) && t.stillAdmits(latest) {
 				write, err = true, nil
 			}
@@ -375,6 +375,18 @@ func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, t
 		return false, &relay.Error{Reason: relay.ErrWriteFailed, Namespace: desired.Namespace, Secret: desired.Name, Detail: relay.DescribeWriteError(err, desired.Data)}
 	}
 	return wrote, nil
+}
+
+// checkExisting is relay.CheckExisting for admission, which also writes a copy the
+// leader marked for deletion: the pod it admits uses the copy, and the leader cannot
+// see that pod yet. The write clears the mark and changes the copy's version, on
+// which the leader's deletion is conditional.
+func checkExisting(existing, desired *corev1.Secret) (bool, error) {
+	write, err := relay.CheckExisting(existing, desired)
+	if err == nil && !write && relay.MarkedOrphan(existing) {
+		return true, nil
+	}
+	return write, err
 }
 
 // isConflict reports whether another writer got there first: the Secret was created

@@ -99,3 +99,25 @@ func TestCopyOwnersWarm(t *testing.T) {
 	s, _ := local.Get(context.Background(), "default", "pulled-secrets")
 	assert.Equal(t, types.UID("d-api"), s.OwnerReferences[0].UID)
 }
+
+func TestMarkedOrphanWritten(t *testing.T) {
+	client := fake.NewClientset()
+	m, err := webhook.NewMutator(webhook.MutatorConfig{Stores: upstream, Tokens: testTokens, Local: relay.ClientsetLocalSecrets{Client: client}})
+	require.NoError(t, err)
+	_, err = m.Relay(context.Background(), "default", seedWith(seedSecrets), false)
+	require.NoError(t, err)
+	secrets := client.CoreV1().Secrets("default")
+	s, err := secrets.Get(context.Background(), "pulled-secrets", metav1.GetOptions{})
+	require.NoError(t, err)
+	s.Annotations[relay.AnnotationOrphanedAt] = "2026-01-01T00:00:00Z" // the leader is about to delete it
+	_, err = secrets.Update(context.Background(), s, metav1.UpdateOptions{})
+	require.NoError(t, err)
+
+	res, err := m.Relay(context.Background(), "default", seedWith(seedSecrets), false)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"pulled-secrets"}, res.Written, "a current copy marked for deletion is written, so that the deletion no longer matches")
+	s, err = secrets.Get(context.Background(), "pulled-secrets", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.NotContains(t, s.Annotations, relay.AnnotationOrphanedAt)
+	assert.Equal(t, "peter", string(s.Data["username"]))
+}
