@@ -21,7 +21,9 @@ import (
 //   - the workload exists, and its pod template declares what the pod asks for
 //     (Declares): a pod whose ownerReference was forged, or that an old revision
 //     made, is not the workload's newest declaration;
-//   - a bare pod, its own new workload, may take over only a copy nobody uses.
+//   - a bare pod never moves a copy. It is a workload of its own, and the pods of
+//     other bare admissions still in flight are in no cache yet: nothing durable
+//     says that no other pod uses the copy.
 
 // Templates reads, downstream, the pod template of the workload a reference names.
 type Templates interface {
@@ -34,10 +36,14 @@ type Templates interface {
 // MayFollow reports whether the managed copy existing may follow a new declaration
 // of workload w: every owner it has is w, which exists, and every pod that uses it
 // (users, one per pod, by its workload) belongs to w. A pod without a controller
-// is a workload of its own, and never the same as the pod being admitted.
+// is a workload of its own, and never the same as the pod being admitted; such a
+// pod never moves a copy.
 func MayFollow(w Workload, existing *corev1.Secret, users []Workload) bool {
+	if !w.Owns || w.Ref.UID == "" {
+		return false
+	}
 	for _, o := range existing.OwnerReferences {
-		if !w.Owns || o.UID != w.Ref.UID {
+		if o.UID != w.Ref.UID {
 			return false
 		}
 	}

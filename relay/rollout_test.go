@@ -38,7 +38,7 @@ func TestMayFollow(t *testing.T) {
 	}{
 		"A copy owned and used by the workload alone should follow it.":  {w: web, copy: copyOwnedBy(web), users: []relay.Workload{web, web}, want: true},
 		"A copy nobody owns or uses should follow any workload.":         {w: web, copy: copyOwnedBy(), want: true},
-		"A copy nobody owns or uses should follow a bare pod.":           {w: relay.Workload{}, copy: copyOwnedBy(), want: true},
+		"A copy nobody owns or uses should not follow a bare pod.":       {w: relay.Workload{}, copy: copyOwnedBy()},
 		"A copy another workload owns should not follow.":                {w: web, copy: copyOwnedBy(web, api), users: []relay.Workload{web}},
 		"A copy another workload's pod uses should not follow.":          {w: web, copy: copyOwnedBy(web), users: []relay.Workload{web, api}},
 		"A copy a bare pod uses should not follow.":                      {w: web, copy: copyOwnedBy(web), users: []relay.Workload{{}}},
