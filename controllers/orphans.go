@@ -190,7 +190,7 @@ func (s *OrphanSweeper) writeMark(ctx context.Context, copied *corev1.Secret, at
 		return "", false
 	case err != nil:
 		s.cfg.Logger.Warn("could not mark an unused copy", zap.String("namespace", copied.Namespace),
-			zap.String("secret", copied.Name), zap.Error(err))
+			zap.String("secret", copied.Name), zap.String("reason", relay.DescribeWriteError(err, live.Data)))
 		return "", false
 	}
 	return updated.ResourceVersion, true
@@ -215,6 +215,6 @@ func (s *OrphanSweeper) delete(ctx context.Context, copied *corev1.Secret, unuse
 		delete(s.marked, key)
 	default:
 		s.cfg.Logger.Warn("could not delete an orphaned copy", zap.String("namespace", copied.Namespace),
-			zap.String("secret", copied.Name), zap.Error(err))
+			zap.String("secret", copied.Name), zap.String("reason", relay.DescribeWriteError(err, copied.Data)))
 	}
 }

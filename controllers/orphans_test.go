@@ -2,18 +2,24 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	metadatafake "k8s.io/client-go/metadata/fake"
+	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
@@ -162,4 +168,47 @@ func TestOrphanSweeper(t *testing.T) {
 		s.Sweep(ctx)
 		require.Eventually(t, func() bool { return !marked("used") }, 5*time.Second, 10*time.Millisecond)
 	})
+}
+
+func TestOrphanSweeperKeepsValuesOutOfLogs(t *testing.T) {
+	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	orphan := managedCopy("orphan")
+	orphan.Data = map[string][]byte{"password": []byte("hunter2-value")}
+	kube := fake.NewClientset(orphan)
+	// A third-party webhook that refuses a write may echo the object it was sent.
+	kube.PrependReactor("*", "secrets", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		if a.GetVerb() != "update" && a.GetVerb() != "delete" {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "orphan",
+			errors.New(`admission webhook "audit.example.com" denied: data.password="hunter2-value"`))
+	})
+	scheme := runtime.NewScheme()
+	require.NoError(t, metav1.AddMetaToScheme(scheme))
+	copies := relay.NewManagedSecrets(kube)
+	pods := relay.NewPodUsage(metadatafake.NewSimpleMetadataClient(scheme))
+	core, logs := observer.New(zap.DebugLevel)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s, err := controllers.NewOrphanSweeper(controllers.OrphanConfig{
+		Copies: copies.Informer(), Pods: pods, Client: kube, Grace: time.Minute,
+		Recorder: record.NewFakeRecorder(10), Logger: zap.New(core), Now: func() time.Time { return now },
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go copies.Run(ctx)
+	go pods.Run(ctx)
+	require.Eventually(t, func() bool { return copies.Synced() && pods.Synced() }, 5*time.Second, 10*time.Millisecond)
+
+	s.Sweep(ctx)
+	now = now.Add(time.Minute)
+	s.Sweep(ctx) // tries to mark it, and is refused
+	entries := logs.FilterMessage("could not mark an unused copy").All()
+	require.Len(t, entries, 1)
+	for _, e := range logs.All() {
+		for k, v := range e.ContextMap() {
+			assert.NotContains(t, fmt.Sprint(v), "hunter2", "log field %q of %q", k, e.Message)
+		}
+	}
+	assert.Equal(t, "the downstream API server refused it (Forbidden)", entries[0].ContextMap()["reason"])
 }
