@@ -60,21 +60,23 @@ func (c *OrphanConfig) defaults() error {
 // new leader waits a whole grace period before it deletes anything.
 //
 // A copy unused for the grace period is first marked (AnnotationOrphanedAt), and
-// deleted only MarkWait later, at the version the mark left: an admission can find
-// a copy current and admit its pod before the pod reaches the relayed pods cache,
-// and it writes a copy it finds marked, so that the deletion no longer matches.
+// deleted only MarkWait later, if the mark still stands: an admission can find a
+// copy current and admit its pod before the pod reaches the relayed pods cache,
+// and it writes a copy it finds marked, which removes the mark. A sync of new
+// upstream data keeps it. The deletion is conditional on the version last seen,
+// so a write that lands meanwhile makes it fail, and the next sweep looks again.
 type OrphanSweeper struct {
 	cfg OrphanConfig
 	// unused is when each copy was first seen unused, in this term.
 	unused map[string]time.Time
-	// marked holds, for each copy marked and not written since, the version the
-	// mark was seen at and when.
+	// marked holds, for each copy marked, the mark and when it was first seen in
+	// this term.
 	marked map[string]orphanMark
 }
 
 type orphanMark struct {
-	version string
-	at      time.Time
+	value string
+	at    time.Time
 }
 
 // NewOrphanSweeper returns a sweeper for one leadership term.
@@ -147,14 +149,16 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) {
 			continue
 		}
 		m, ok := s.marked[key]
+		mark := copied.Annotations[relay.AnnotationOrphanedAt]
 		switch {
 		case !relay.MarkedOrphan(copied):
-			if version, ok := s.writeMark(ctx, copied, now.UTC().Format(time.RFC3339)); ok {
-				s.marked[key] = orphanMark{version: version, at: now}
+			value := now.UTC().Format(time.RFC3339Nano)
+			if s.writeMark(ctx, copied, value) {
+				s.marked[key] = orphanMark{value: value, at: now}
 			}
-		case !ok || m.version != copied.ResourceVersion:
-			// Marked in an earlier term, or written since: wait again from now.
-			s.marked[key] = orphanMark{version: copied.ResourceVersion, at: now}
+		case !ok || m.value != mark:
+			// Marked in an earlier term, or again: wait from now.
+			s.marked[key] = orphanMark{value: mark, at: now}
 		case now.Sub(m.at) >= MarkWait(s.cfg.Grace):
 			s.delete(ctx, copied, now.Sub(since))
 		}
@@ -168,13 +172,13 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) {
 }
 
 // writeMark sets the copy's AnnotationOrphanedAt to at, or removes it when at is
-// empty, if the copy is still at the version the cache holds, and returns the
-// version it wrote. The cache keeps no data, so the copy is read first.
-func (s *OrphanSweeper) writeMark(ctx context.Context, copied *corev1.Secret, at string) (version string, ok bool) {
+// empty, if the copy is still at the version the cache holds, and reports whether
+// it wrote. The cache keeps no data, so the copy is read first.
+func (s *OrphanSweeper) writeMark(ctx context.Context, copied *corev1.Secret, at string) bool {
 	secrets := s.cfg.Client.CoreV1().Secrets(copied.Namespace)
 	live, err := secrets.Get(ctx, copied.Name, metav1.GetOptions{})
 	if err != nil || live.UID != copied.UID || live.ResourceVersion != copied.ResourceVersion {
-		return "", false // gone, changed since, or unreadable: looked at again next sweep
+		return false // gone, changed since, or unreadable: looked at again next sweep
 	}
 	if at == "" {
 		delete(live.Annotations, relay.AnnotationOrphanedAt)
@@ -184,20 +188,17 @@ func (s *OrphanSweeper) writeMark(ctx context.Context, copied *corev1.Secret, at
 		}
 		live.Annotations[relay.AnnotationOrphanedAt] = at
 	}
-	updated, err := secrets.Update(ctx, live, metav1.UpdateOptions{FieldManager: relay.ManagedByValue})
-	switch {
-	case apierrors.IsConflict(err):
-		return "", false
-	case err != nil:
+	_, err = secrets.Update(ctx, live, metav1.UpdateOptions{FieldManager: relay.ManagedByValue})
+	if err != nil && !apierrors.IsConflict(err) {
 		s.cfg.Logger.Warn("could not mark an unused copy", zap.String("namespace", copied.Namespace),
 			zap.String("secret", copied.Name), zap.String("reason", relay.DescribeWriteError(err, live.Data)))
-		return "", false
 	}
-	return updated.ResourceVersion, true
+	return err == nil
 }
 
-// delete deletes one orphaned copy, only at the version that was found unused: a
-// copy written since, by an admission that is about to create its pod, stays.
+// delete deletes one orphaned copy, only at the version last seen marked: a copy
+// written since, by an admission that is about to create its pod or by a sync,
+// stays, and the next sweep looks at it again.
 func (s *OrphanSweeper) delete(ctx context.Context, copied *corev1.Secret, unused time.Duration) {
 	key := copied.Namespace + "/" + copied.Name
 	pre := metav1.Preconditions{UID: &copied.UID, ResourceVersion: &copied.ResourceVersion}
@@ -210,9 +211,10 @@ func (s *OrphanSweeper) delete(ctx context.Context, copied *corev1.Secret, unuse
 		s.cfg.Recorder.Eventf(copied, corev1.EventTypeNormal, "OrphanDeleted",
 			"no live pod and no owner has used this copy for %s; deleted", unused.Round(time.Second))
 		s.cfg.Logger.Info("deleted an orphaned copy", zap.String("namespace", copied.Namespace), zap.String("secret", copied.Name))
-	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-		delete(s.unused, key) // gone, or changed since: looked at afresh
+	case apierrors.IsNotFound(err):
+		delete(s.unused, key)
 		delete(s.marked, key)
+	case apierrors.IsConflict(err): // written since: the next sweep sees whether the mark stands
 	default:
 		s.cfg.Logger.Warn("could not delete an orphaned copy", zap.String("namespace", copied.Namespace),
 			zap.String("secret", copied.Name), zap.String("reason", relay.DescribeWriteError(err, copied.Data)))

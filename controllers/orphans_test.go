@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -170,39 +171,103 @@ func TestOrphanSweeper(t *testing.T) {
 	})
 }
 
-func TestOrphanSweeperKeepsValuesOutOfLogs(t *testing.T) {
+// sweepWorld is a sweeper with a one-minute grace period over copies no pod uses,
+// on a clock the test moves.
+type sweepWorld struct {
+	kube   *fake.Clientset
+	copies *relay.ManagedSecrets
+	s      *controllers.OrphanSweeper
+	now    time.Time
+}
+
+func newSweepWorld(t *testing.T, logger *zap.Logger, copies ...runtime.Object) *sweepWorld {
+	t.Helper()
 	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	scheme := runtime.NewScheme()
+	require.NoError(t, metav1.AddMetaToScheme(scheme))
+	w := &sweepWorld{kube: fake.NewClientset(copies...), now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	w.copies = relay.NewManagedSecrets(w.kube)
+	pods := relay.NewPodUsage(metadatafake.NewSimpleMetadataClient(scheme))
+	var err error
+	w.s, err = controllers.NewOrphanSweeper(controllers.OrphanConfig{
+		Copies: w.copies.Informer(), Pods: pods, Client: w.kube, Grace: time.Minute,
+		Recorder: record.NewFakeRecorder(10), Logger: logger, Now: func() time.Time { return w.now },
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go w.copies.Run(ctx)
+	go pods.Run(ctx)
+	require.Eventually(t, func() bool { return w.copies.Synced() && pods.Synced() }, 5*time.Second, 10*time.Millisecond)
+	return w
+}
+
+// sweepAfter moves the clock by d and sweeps.
+func (w *sweepWorld) sweepAfter(d time.Duration) {
+	w.now = w.now.Add(d)
+	w.s.Sweep(context.Background())
+}
+
+// get is the copy as stored, or nil once deleted.
+func (w *sweepWorld) get(t *testing.T, name string) *corev1.Secret {
+	t.Helper()
+	s, err := w.kube.CoreV1().Secrets("prod").Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	require.NoError(t, err)
+	return s
+}
+
+// cached waits until the copies cache holds name at the stored version.
+func (w *sweepWorld) cached(t *testing.T, name string) {
+	t.Helper()
+	stored := w.get(t, name)
+	require.Eventually(t, func() bool {
+		obj, ok, _ := w.copies.Informer().GetStore().GetByKey("prod/" + name)
+		s, _ := relay.SecretOf(obj)
+		return ok && s.ResourceVersion == stored.ResourceVersion
+	}, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestOrphanSweeperSyncedWhileMarked(t *testing.T) {
+	w := newSweepWorld(t, zap.NewNop(), managedCopy("orphan"))
+	w.sweepAfter(0)
+	w.sweepAfter(time.Minute)
+	w.cached(t, "orphan")
+	mark := w.get(t, "orphan").Annotations[relay.AnnotationOrphanedAt]
+	require.NotEmpty(t, mark, "marked")
+
+	// Its source changes more often than the mark's wait: a sync writes new data
+	// every 30 s, keeping the mark, as relay.KeepOrphanMark has it.
+	for i := range 2 {
+		synced := w.get(t, "orphan")
+		synced.Data = map[string][]byte{"password": []byte(w.now.String())}
+		synced.ResourceVersion = strconv.Itoa(10 + i) // the fake clientset keeps versions as given
+		_, err := w.kube.CoreV1().Secrets("prod").Update(context.Background(), synced, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		w.cached(t, "orphan")
+		w.sweepAfter(controllers.MarkWait(time.Minute) / 2)
+	}
+	assert.Nil(t, w.get(t, "orphan"), "deleted a mark's wait after its mark, though written since")
+}
+
+func TestOrphanSweeperKeepsValuesOutOfLogs(t *testing.T) {
 	orphan := managedCopy("orphan")
 	orphan.Data = map[string][]byte{"password": []byte("hunter2-value")}
-	kube := fake.NewClientset(orphan)
+	core, logs := observer.New(zap.DebugLevel)
+	w := newSweepWorld(t, zap.New(core), orphan)
 	// A third-party webhook that refuses a write may echo the object it was sent.
-	kube.PrependReactor("*", "secrets", func(a clienttesting.Action) (bool, runtime.Object, error) {
+	w.kube.PrependReactor("*", "secrets", func(a clienttesting.Action) (bool, runtime.Object, error) {
 		if a.GetVerb() != "update" && a.GetVerb() != "delete" {
 			return false, nil, nil
 		}
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "orphan",
 			errors.New(`admission webhook "audit.example.com" denied: data.password="hunter2-value"`))
 	})
-	scheme := runtime.NewScheme()
-	require.NoError(t, metav1.AddMetaToScheme(scheme))
-	copies := relay.NewManagedSecrets(kube)
-	pods := relay.NewPodUsage(metadatafake.NewSimpleMetadataClient(scheme))
-	core, logs := observer.New(zap.DebugLevel)
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s, err := controllers.NewOrphanSweeper(controllers.OrphanConfig{
-		Copies: copies.Informer(), Pods: pods, Client: kube, Grace: time.Minute,
-		Recorder: record.NewFakeRecorder(10), Logger: zap.New(core), Now: func() time.Time { return now },
-	})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go copies.Run(ctx)
-	go pods.Run(ctx)
-	require.Eventually(t, func() bool { return copies.Synced() && pods.Synced() }, 5*time.Second, 10*time.Millisecond)
 
-	s.Sweep(ctx)
-	now = now.Add(time.Minute)
-	s.Sweep(ctx) // tries to mark it, and is refused
+	w.sweepAfter(0)
+	w.sweepAfter(time.Minute) // tries to mark it, and is refused
 	entries := logs.FilterMessage("could not mark an unused copy").All()
 	require.Len(t, entries, 1)
 	for _, e := range logs.All() {

@@ -493,6 +493,7 @@ func (c *SyncController) sync(ctx context.Context, key string) (err error) {
 		c.warn(local, "SyncFailed", c.cfg.Describe(err)+"; keeping the last copy")
 		return nil
 	}
+	relay.KeepOrphanMark(local, desired)
 	if err := c.cfg.Local.Apply(ctx, local, desired, false); err != nil {
 		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
 			c.warn(local, "SyncFailed", fmt.Sprintf("could not write the copy: %s; keeping the last copy and retrying", relay.DescribeWriteError(err, desired.Data)))

@@ -246,6 +246,23 @@ func TestSyncControllerProblems(t *testing.T) {
 		assert.Empty(t, h.events())
 	})
 
+	t.Run("An upstream change should keep the orphan sweep's mark: a sync is no pod's admission.", func(t *testing.T) {
+		h := newHarness(t, syncStores(t), nil, peter)
+		marked := h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "peter"}, "")
+		marked.Annotations[relay.AnnotationOrphanedAt] = "2026-01-01T00:00:00.5Z"
+		teamA(h, marked)
+		h.startSync(true)
+		changed := remotetest.UpstreamSecret("user-credentials", map[string]string{"username": "paul"})
+		changed.ResourceVersion = "2"
+		_, err := h.up.CoreV1().Secrets("default").Update(context.Background(), changed, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return h.copyValue("team-a", "creds", "username") == "paul" }, 5*time.Second, 10*time.Millisecond)
+		got, err := h.down.CoreV1().Secrets("team-a").Get(context.Background(), "creds", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, "2026-01-01T00:00:00.5Z", got.Annotations[relay.AnnotationOrphanedAt],
+			"else a copy whose source changes more often than the mark's wait is never deleted")
+	})
+
 	t.Run("A copy whose source annotation is unreadable should be told once and left as it is.", func(t *testing.T) {
 		h := newHarness(t, syncStores(t), nil, peter)
 		broken := h.managedCopy("team-a", "creds", ownStore, map[string]string{"username": "stale"}, "")

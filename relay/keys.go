@@ -29,9 +29,9 @@ const (
 	// AnnotationSyncedAt, on a local Secret, is when it was last written, RFC 3339.
 	AnnotationSyncedAt = Prefix + "synced-at"
 	// AnnotationOrphanedAt, on a local Secret, is when the leader found it unused
-	// for the grace period, RFC 3339: it deletes the copy a while later unless
-	// something writes it meanwhile. An admission that uses the copy writes it,
-	// removing the mark, since the pod it admits is not visible yet.
+	// for the grace period, RFC 3339: it deletes the copy a while later if the mark
+	// still stands. An admission that uses the copy writes it, removing the mark,
+	// since the pod it admits is not visible yet; a sync keeps it.
 	AnnotationOrphanedAt = Prefix + "orphaned-at"
 
 	// LabelManagedBy marks the local Secrets secret-relay owns; it never writes a

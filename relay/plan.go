@@ -250,3 +250,18 @@ func MarkedOrphan(existing *corev1.Secret) bool {
 	_, ok := existing.Annotations[AnnotationOrphanedAt]
 	return ok
 }
+
+// KeepOrphanMark carries the leader's mark from existing to desired, for a write
+// that is no pod's admission: a sync of new upstream data does not save a copy
+// from deletion, or one whose source changes more often than the mark's wait
+// would never be deleted.
+func KeepOrphanMark(existing, desired *corev1.Secret) {
+	at, ok := existing.Annotations[AnnotationOrphanedAt]
+	if !ok {
+		return
+	}
+	if desired.Annotations == nil {
+		desired.Annotations = map[string]string{}
+	}
+	desired.Annotations[AnnotationOrphanedAt] = at
+}
