@@ -6,6 +6,8 @@
 //  2. pod creation through the API server, against pods the webhook never sees;
 //  3. freshness of a local copy after an upstream update, against an upstream watch;
 //  4. a cold burst of pods on one never-seen Secret, against the same burst warm;
+//     then the orphan sweep's memory and CPU at 5,000 relayed pods, against a fresh
+//     process with one pod per copy and one that sweeps once a minute;
 //  5. scale: memory and restart with many relayed Secrets, against a fresh process;
 //  6. the fleet: copies by the thousand in many namespaces through many stores of
 //     one identity, grown in stages: memory, fan-out, restart, warm admission and a
@@ -87,6 +89,7 @@ var measurements = []measurement{
 	{"pods", (*bench).measurePodCreation},
 	{"freshness", (*bench).measureFreshness},
 	{"burst", (*bench).measureColdBurst},
+	{"sweep", (*bench).measureSweep},
 	{"scale", (*bench).measureScale},
 	{"fleet", (*bench).measureFleet},
 }
@@ -106,6 +109,8 @@ type settings struct {
 	freshnessTimeout time.Duration
 
 	burstPods int
+
+	sweepPods int
 
 	scaleSecrets     int
 	scaleRelayed     int
@@ -144,6 +149,7 @@ func loadSettings(t *testing.T) settings {
 	s.freshnessUpdates = s.int(t, "BENCH_FRESHNESS_UPDATES", 50)
 	s.freshnessTimeout = s.duration(t, "BENCH_FRESHNESS_TIMEOUT", 5*time.Second)
 	s.burstPods = s.int(t, "BENCH_BURST_PODS", 100)
+	s.sweepPods = s.int(t, "BENCH_SWEEP_PODS", 5000)
 	s.scaleSecrets = s.int(t, "BENCH_SCALE_SECRETS", 5000)
 	s.scaleRelayed = s.int(t, "BENCH_SCALE_RELAYED", 1000)
 	s.scaleItemsPerPod = s.int(t, "BENCH_SCALE_ITEMS_PER_POD", 64)

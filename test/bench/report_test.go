@@ -47,6 +47,7 @@ type report struct {
 	PodCreation *podCreationResult `json:"podCreation,omitempty"`
 	Freshness   *freshnessResult   `json:"freshness,omitempty"`
 	ColdBurst   *coldBurstResult   `json:"coldBurst,omitempty"`
+	Sweep       *sweepResult       `json:"sweep,omitempty"`
 	Scale       *scaleResult       `json:"scale,omitempty"`
 	Fleet       *fleetResult       `json:"fleet,omitempty"`
 

@@ -3,6 +3,7 @@ package bench_test
 import (
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -151,16 +152,16 @@ func (b *bench) measureScale(t *testing.T) {
 	)
 }
 
-// restartRelay stops secret-relay and starts a new process. It returns how long the
-// new one took to report ready, as cluster.StartRelay waits for /readyz, and then how
-// long until it admitted review, sent to it directly. Then it points the webhook
-// configuration at the new process.
-func (b *bench) restartRelay(t *testing.T, review *reviewTemplate) (ready, warm time.Duration) {
+// restartRelay stops secret-relay and starts a new process, with relayArgs and
+// extraArgs. It returns how long the new one took to report ready, as
+// cluster.StartRelay waits for /readyz, and then how long until it admitted review,
+// sent to it directly. Then it points the webhook configuration at the new process.
+func (b *bench) restartRelay(t *testing.T, review *reviewTemplate, extraArgs ...string) (ready, warm time.Duration) {
 	t.Helper()
 	old := b.w.Relay
 	old.Stop(t)
 	start := time.Now()
-	r := cluster.StartRelay(t, b.binary, b.logDir, b.w.Down, relayArgs...)
+	r := cluster.StartRelay(t, b.binary, b.logDir, b.w.Down, append(slices.Clone(relayArgs), extraArgs...)...)
 	ready = time.Since(start)
 	b.w.Relay = r
 	warm = newWebhookTarget(t, "secret-relay", r.WebhookURL, r.Cert.CA.CertPEM(), 1).untilAdmitted(t, review, 30*time.Second)
