@@ -85,6 +85,17 @@ func TestChart(t *testing.T) {
 		})
 	})
 
+	t.Run("a soak of 2 minutes with a 2 s grace period, pods coming and going and upstream changes: no copy a pod or owner uses is ever gone", func(t *testing.T) {
+		grace := func(d string) {
+			w.helm(t, "upgrade", "secret-relay", chart, "--namespace", relayNamespace, "--reuse-values",
+				"--set", "orphanGracePeriod="+d, "--wait", "--timeout", "3m")
+			w.waitRolledOut(t)
+		}
+		grace("2s")
+		w.soak(t, "soak", 2*time.Minute)
+		grace("10m")
+	})
+
 	w.seedStore(t, "load")
 
 	t.Run("a rolling update of secret-relay under concurrent pod creation should fail no admission", func(t *testing.T) {
