@@ -68,6 +68,8 @@ type Options struct {
 	// ServingHosts are addresses, beyond 127.0.0.1 and localhost, that the API
 	// server's serving certificate covers: where pods on the real node reach it.
 	ServingHosts []string
+	// Port is the API server's port on 127.0.0.1; 0 picks one.
+	Port int
 }
 
 // ControlPlane is one running cluster: etcd and kube-apiserver, no kubelet and no
@@ -148,6 +150,9 @@ func start(t testing.TB, name string, opts Options) (*ControlPlane, error) {
 		if err := cp.configureAudit(api); err != nil {
 			return nil, err
 		}
+	}
+	if opts.Port != 0 {
+		api.SecureServing.ListenAddr = envtest.ListenAddr{Address: "127.0.0.1", Port: strconv.Itoa(opts.Port)}
 	}
 	for k, v := range opts.APIServerArgs {
 		api.Configure().Set(k, v)

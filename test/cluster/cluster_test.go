@@ -17,10 +17,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/remote"
 	"github.com/secret-relay/secret-relay/test/cluster"
@@ -176,4 +179,37 @@ func stubWebhook(t *testing.T, calls *atomic.Int32) stubServer {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return stubServer{URL: srv.URL, CA: cert.CA.CertPEM()}
+}
+
+// TestTrustingPair checks the test bed of contract §3's serviceAccount auth: the
+// upstream accepts a downstream ServiceAccount's token for its audience, as a
+// prefixed user, and refuses one for another audience.
+func TestTrustingPair(t *testing.T) {
+	up, down := cluster.StartTrustingPair(t, cluster.Options{})
+	ctx := cluster.Context(t)
+	_, err := down.Client.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "reader"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	token := func(audience string) string {
+		tr, err := down.Client.CoreV1().ServiceAccounts("default").CreateToken(ctx, "reader", &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](600)},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		return tr.Status.Token
+	}
+	whoami := func(token string) (string, error) {
+		c, err := kubernetes.NewForConfig(&rest.Config{Host: up.URL(), BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: up.CA()}})
+		require.NoError(t, err)
+		review, err := c.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		if err != nil {
+			return "", err
+		}
+		return review.Status.UserInfo.Username, nil
+	}
+
+	// The upstream fetches the issuer's keys on start and retries until it has them.
+	var user string
+	require.Eventually(t, func() bool { user, err = whoami(token(cluster.UpstreamAudience)); return err == nil }, 30*time.Second, 200*time.Millisecond)
+	assert.Equal(t, cluster.TrustedUserPrefix+"system:serviceaccount:default:reader", user)
+	_, err = whoami(token("https://kubernetes.default.svc"))
+	assert.True(t, apierrors.IsUnauthorized(err), "another audience is refused: %v", err)
 }
