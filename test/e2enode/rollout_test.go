@@ -11,10 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/node"
@@ -46,21 +44,7 @@ func readerDeployment(t *testing.T, ns, name, secrets, key string) string {
 	spec := node.ReaderPodSpec("pulled-secrets", key)
 	spec.Containers[0].Env = nil
 	spec.Containers[0].Args = []string{"-file", "/etc/secret/" + key}
-	labels := map[string]string{"app": name}
-	d := appsv1.Deployment{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
-					relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: secrets,
-				}},
-				Spec: spec,
-			},
-		},
-	}
+	d := deployment(ns, name, map[string]string{relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: secrets}, spec)
 	b, err := json.Marshal(d)
 	require.NoError(t, err)
 	return string(b)

@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 
 	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/node"
@@ -226,16 +225,5 @@ func soakAnnotations(copyName string) map[string]string {
 }
 
 func soakDeployment(ns string) *appsv1.Deployment {
-	labels := map[string]string{"app": "web"}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: soakAnnotations("web-copy")},
-				Spec:       node.ReaderPodSpec("web-copy", "password"),
-			},
-		},
-	}
+	return deployment(ns, "web", soakAnnotations("web-copy"), node.ReaderPodSpec("web-copy", "password"))
 }

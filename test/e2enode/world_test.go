@@ -205,14 +205,21 @@ func appDeployment(ns string) *appsv1.Deployment {
 	// The env comes from the relay's envFrom, not from a secretKeyRef.
 	spec.Containers[0].Env = nil
 	spec.Containers[0].Args = []string{"-env", "username", "-file", "/etc/secret/username"}
-	labels := map[string]string{"app": "app"}
+	return deployment(ns, "app", relayAnnotations, spec)
+}
+
+// deployment is a one-replica Deployment of spec, labelled app=name, whose pod
+// template carries annotations.
+func deployment(ns, name string, annotations map[string]string, spec corev1.PodSpec) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
 	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns},
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](1),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: relayAnnotations},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 				Spec:       spec,
 			},
 		},
