@@ -65,6 +65,8 @@ func NewUpstreamClient(cfg *rest.Config) (UpstreamClient, error) {
 type Clients struct {
 	refs    RefReader
 	metrics *Metrics
+	// tokens mints the tokens of stores with serviceAccount auth; nil refuses them.
+	tokens *Tokens
 	// build makes a client from a configuration: NewUpstreamClient, or a fake
 	// upstream in tests.
 	build func(*rest.Config) (UpstreamClient, error)
@@ -87,6 +89,10 @@ type storeClient struct {
 func NewClients(refs RefReader, metrics *Metrics) *Clients {
 	return &Clients{refs: refs, metrics: metrics, build: NewUpstreamClient, byStore: map[string]storeClient{}}
 }
+
+// MintTokensWith lets stores authenticate with ServiceAccount tokens that t
+// requests.
+func (c *Clients) MintTokensWith(t *Tokens) { c.tokens = t }
 
 // BuildWith makes the clients of stores with build instead of NewUpstreamClient: a
 // fake upstream, in tests.
@@ -111,6 +117,11 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 	if err != nil {
 		return storeClient{}, err
 	}
+	if ep.ServiceAccount != nil {
+		if err := c.tokenSource(s, &ep); err != nil {
+			return storeClient{}, err
+		}
+	}
 	fp := ep.fingerprint()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -123,7 +134,7 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 	if err != nil {
 		return storeClient{}, s.configErrorf("%v", err)
 	}
-	cfg.WrapTransport = c.metrics.countRequests(key)
+	cfg.Wrap(c.metrics.countRequests(key))
 	client, err := c.build(cfg)
 	if err != nil {
 		return storeClient{}, s.configErrorf("%v", err)
@@ -131,6 +142,20 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 	sc = storeClient{fingerprint: fp, client: client, versions: versions}
 	c.byStore[key] = sc
 	return sc, nil
+}
+
+// tokenSource gives ep its ServiceAccount's token source, and requests a token
+// once, so that a ServiceAccount that does not exist, or tokens secret-relay may
+// not request, are the store's configuration errors.
+func (c *Clients) tokenSource(s *Store, ep *Endpoint) error {
+	if c.tokens == nil {
+		return s.configErrorf("serviceAccount auth is not available in this process")
+	}
+	ep.TokenSource = c.tokens.Source(*ep.ServiceAccount)
+	if _, err := ep.TokenSource.Token(); err != nil {
+		return s.configErrorf("%v", err)
+	}
+	return nil
 }
 
 // versions lists the resource versions of a store and of the Secrets and ConfigMaps

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/transport"
 
 	"github.com/secret-relay/secret-relay/relay"
 )
@@ -39,6 +40,11 @@ type Endpoint struct {
 	// authenticates with a certificate.
 	ClientCert []byte
 	ClientKey  []byte
+	// ServiceAccount, when the store authenticates with tokens requested for a
+	// downstream ServiceAccount, names it; TokenSource then supplies the tokens.
+	// Only the former identifies the endpoint: a renewed token is the same one.
+	ServiceAccount *ServiceAccountRef
+	TokenSource    transport.ResettableTokenSource
 }
 
 // RESTConfig builds a client configuration from the endpoint alone: no kubeconfig,
@@ -52,15 +58,16 @@ func (e Endpoint) RESTConfig() (*rest.Config, error) {
 	}
 	hasToken := e.Token != ""
 	hasCert := len(e.ClientCert) > 0 || len(e.ClientKey) > 0
-	switch {
-	case hasToken && hasCert:
-		return nil, errors.New("both token and client certificate given: use exactly one auth method")
-	case !hasToken && !hasCert:
-		return nil, errors.New("no credentials: give a bearer token or a client certificate")
+	hasAccount := e.TokenSource != nil
+	switch methods := btoi(hasToken) + btoi(hasCert) + btoi(hasAccount); {
+	case methods > 1:
+		return nil, errors.New("more than one of token, client certificate and ServiceAccount given: use exactly one auth method")
+	case methods == 0:
+		return nil, errors.New("no credentials: give a bearer token, a client certificate or a ServiceAccount")
 	case hasCert && (len(e.ClientCert) == 0 || len(e.ClientKey) == 0):
 		return nil, errors.New("client certificate auth needs both a certificate and a key")
 	}
-	return &rest.Config{
+	cfg := &rest.Config{
 		Host:        e.URL,
 		BearerToken: e.Token,
 		TLSClientConfig: rest.TLSClientConfig{
@@ -71,14 +78,29 @@ func (e Endpoint) RESTConfig() (*rest.Config, error) {
 		UserAgent: "secret-relay",
 		QPS:       UpstreamQPS,
 		Burst:     UpstreamBurst,
-	}, nil
+	}
+	if hasAccount {
+		cfg.Wrap(transport.ResettableTokenSourceWrapTransport(e.TokenSource))
+	}
+	return cfg, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // fingerprint identifies an endpoint and its credentials, so that a client is
 // rebuilt exactly when something it was built from changes.
 func (e Endpoint) fingerprint() [sha256.Size]byte {
 	h := sha256.New()
-	relay.WriteLengthDelimited(h, []byte(e.URL), e.CA, []byte(e.Token), e.ClientCert, e.ClientKey)
+	var account []byte
+	if e.ServiceAccount != nil {
+		account = []byte(e.ServiceAccount.key())
+	}
+	relay.WriteLengthDelimited(h, []byte(e.URL), e.CA, []byte(e.Token), e.ClientCert, e.ClientKey, account)
 	var sum [sha256.Size]byte
 	copy(sum[:], h.Sum(nil))
 	return sum

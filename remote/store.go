@@ -231,8 +231,23 @@ func ResolveEndpoint(ctx context.Context, reader RefReader, s *Store) (Endpoint,
 
 	auth := k.Auth
 	switch {
-	case auth.Token != nil && auth.Cert != nil:
-		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth needs exactly one of token or cert, not both")
+	case btoi(auth.Token != nil)+btoi(auth.Cert != nil)+btoi(auth.ServiceAccount != nil) > 1:
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth needs exactly one of token, cert or serviceAccount, not several")
+	case auth.ServiceAccount != nil:
+		sa := auth.ServiceAccount
+		ns, err := s.refNamespace("auth.serviceAccount", sa.Namespace)
+		if err != nil {
+			return Endpoint{}, err
+		}
+		if sa.Name == "" {
+			return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth.serviceAccount needs a name")
+		}
+		// Without audiences the token would be for this cluster's own API server,
+		// sent to whatever server.url says.
+		if len(sa.Audiences) == 0 || slices.Contains(sa.Audiences, "") {
+			return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth.serviceAccount.audiences must name the audiences the upstream accepts: without them the token would be valid on this cluster's own API server")
+		}
+		ep.ServiceAccount = &ServiceAccountRef{Namespace: ns, Name: sa.Name, Audiences: slices.Clone(sa.Audiences)}
 	case auth.Token != nil:
 		token, err := s.secretKey(ctx, reader, "auth.token.bearerToken", auth.Token.BearerToken)
 		if err != nil {
@@ -257,7 +272,7 @@ func ResolveEndpoint(ctx context.Context, reader RefReader, s *Store) (Endpoint,
 				s.describeSecretKey(auth.Cert.ClientCert), s.describeSecretKey(auth.Cert.ClientKey), err)
 		}
 	default:
-		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth needs exactly one of token or cert")
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth needs exactly one of token, cert or serviceAccount")
 	}
 	return ep, nil
 }

@@ -84,6 +84,10 @@ func clusterStore(mutate func(k *v1alpha1.KubernetesProvider)) *remote.Store {
 	return &remote.Store{Kind: v1alpha1.ClusterSecretStoreKind, Name: "shared", Spec: spec}
 }
 
+func accountAuth(ns string, audiences ...string) v1alpha1.KubernetesAuth {
+	return v1alpha1.KubernetesAuth{ServiceAccount: &v1alpha1.ServiceAccountAuth{Name: "relay-reader", Namespace: ns, Audiences: audiences}}
+}
+
 func certAuth(ns string) v1alpha1.KubernetesAuth {
 	return v1alpha1.KubernetesAuth{Cert: &v1alpha1.CertAuth{
 		ClientCert: v1alpha1.SecretKeySelector{Name: "client-tls", Key: "tls.crt", Namespace: ns},
@@ -143,6 +147,38 @@ func TestResolveEndpoint(t *testing.T) {
 			store:       secretStore(func(k *v1alpha1.KubernetesProvider) { k.Auth = certAuth("") }),
 			objects:     seedObjects("default"),
 			expEndpoint: remote.Endpoint{URL: upstreamURL, CA: pki.caPEM, ClientCert: pki.client.CertPEM, ClientKey: pki.client.KeyPEM},
+		},
+		"ServiceAccount auth should name a ServiceAccount of the SecretStore's namespace, and its audiences.": {
+			store:   secretStore(func(k *v1alpha1.KubernetesProvider) { k.Auth = accountAuth("", "upstream") }),
+			objects: seedObjects("default"),
+			expEndpoint: remote.Endpoint{URL: upstreamURL, CA: pki.caPEM,
+				ServiceAccount: &remote.ServiceAccountRef{Namespace: "default", Name: "relay-reader", Audiences: []string{"upstream"}}},
+		},
+		"A SecretStore's ServiceAccount of another namespace should be a configuration error.": {
+			store:        secretStore(func(k *v1alpha1.KubernetesProvider) { k.Auth = accountAuth("kube-system", "upstream") }),
+			objects:      seedObjects("default"),
+			expErr:       `auth.serviceAccount.namespace: a SecretStore reads references from its own namespace, not "kube-system"`,
+			expConfigErr: true,
+		},
+		"A ClusterSecretStore's ServiceAccount should name its namespace.": {
+			store:        clusterStore(func(k *v1alpha1.KubernetesProvider) { k.Auth = accountAuth("", "upstream") }),
+			objects:      seedObjects("secret-relay"),
+			expErr:       "auth.serviceAccount.namespace is required in a ClusterSecretStore",
+			expConfigErr: true,
+		},
+		"A ServiceAccount without audiences should be a configuration error: its token would be valid downstream.": {
+			store:        clusterStore(func(k *v1alpha1.KubernetesProvider) { k.Auth = accountAuth("secret-relay") }),
+			objects:      seedObjects("secret-relay"),
+			expErr:       "audiences must name the audiences the upstream accepts",
+			expConfigErr: true,
+		},
+		"ServiceAccount auth beside a token should be a configuration error.": {
+			store: secretStore(func(k *v1alpha1.KubernetesProvider) {
+				k.Auth.ServiceAccount = accountAuth("", "upstream").ServiceAccount
+			}),
+			objects:      seedObjects("default"),
+			expErr:       "exactly one of token, cert or serviceAccount, not several",
+			expConfigErr: true,
 		},
 		"A ClusterSecretStore should read each reference from the namespace it names.": {
 			store:       clusterStore(nil),
@@ -249,13 +285,13 @@ func TestResolveEndpoint(t *testing.T) {
 				k.Auth.Cert = certAuth("").Cert
 			}),
 			objects:      seedObjects("default"),
-			expErr:       "exactly one of token or cert, not both",
+			expErr:       "exactly one of token, cert or serviceAccount, not several",
 			expConfigErr: true,
 		},
 		"No auth should be a configuration error.": {
 			store:        secretStore(func(k *v1alpha1.KubernetesProvider) { k.Auth = v1alpha1.KubernetesAuth{} }),
 			objects:      seedObjects("default"),
-			expErr:       "auth needs exactly one of token or cert",
+			expErr:       "auth needs exactly one of token, cert or serviceAccount",
 			expConfigErr: true,
 		},
 		"A client certificate with another certificate's key should be a configuration error.": {
@@ -311,8 +347,10 @@ func TestResolveEndpoint(t *testing.T) {
 			if test.expErr == "" {
 				require.NoError(t, err)
 				assert.Equal(test.expEndpoint, ep)
-				_, err := ep.RESTConfig()
-				assert.NoError(err, "a resolved endpoint should make a client configuration")
+				if ep.ServiceAccount == nil { // whose tokens come from Clients
+					_, err := ep.RESTConfig()
+					assert.NoError(err, "a resolved endpoint should make a client configuration")
+				}
 				return
 			}
 			require.Error(t, err)

@@ -126,6 +126,7 @@ type ClusterSecretStoreList struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.cert) || !has(self.provider.kubernetes.auth.cert.clientCert.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.auth.cert.clientCert.namespace",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.cert) || !has(self.provider.kubernetes.auth.cert.clientKey.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.auth.cert.clientKey.namespace",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.server.caProvider) || !has(self.provider.kubernetes.server.caProvider.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.server.caProvider.namespace",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.serviceAccount) || !has(self.provider.kubernetes.auth.serviceAccount.__namespace__)",message="a SecretStore uses a ServiceAccount of its own namespace",fieldPath=".provider.kubernetes.auth.serviceAccount.namespace",reason=FieldValueForbidden
 type SecretStoreSpec struct {
 	// Provider says where the Secrets come from.
 	// +required
@@ -139,6 +140,7 @@ type SecretStoreSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.cert) || has(self.provider.kubernetes.auth.cert.clientCert.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.cert.clientCert.namespace",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.cert) || has(self.provider.kubernetes.auth.cert.clientKey.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.cert.clientKey.namespace",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.server.caProvider) || has(self.provider.kubernetes.server.caProvider.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.server.caProvider.namespace",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.serviceAccount) || has(self.provider.kubernetes.auth.serviceAccount.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.serviceAccount.namespace",reason=FieldValueRequired
 type ClusterSecretStoreSpec struct {
 	// Provider says where the Secrets come from.
 	// +required
@@ -171,7 +173,8 @@ type KubernetesProvider struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	// +optional
 	RemoteNamespace string `json:"remoteNamespace,omitempty"`
-	// Auth is how secret-relay authenticates upstream; exactly one of token or cert.
+	// Auth is how secret-relay authenticates upstream; exactly one of token, cert or
+	// serviceAccount.
 	// +required
 	Auth KubernetesAuth `json:"auth"`
 }
@@ -221,7 +224,7 @@ type CAProvider struct {
 
 // KubernetesAuth is how secret-relay authenticates upstream. Exactly one of its
 // fields is set.
-// +kubebuilder:validation:XValidation:rule="has(self.token) != has(self.cert)",message="auth needs exactly one of token or cert"
+// +kubebuilder:validation:XValidation:rule="[has(self.token), has(self.cert), has(self.serviceAccount)].filter(x, x).size() == 1",message="auth needs exactly one of token, cert or serviceAccount"
 type KubernetesAuth struct {
 	// Token authenticates with a bearer token, such as a ServiceAccount token.
 	// +optional
@@ -229,6 +232,38 @@ type KubernetesAuth struct {
 	// Cert authenticates with a PEM client certificate and key.
 	// +optional
 	Cert *CertAuth `json:"cert,omitempty"`
+	// ServiceAccount authenticates with a short-lived token that secret-relay
+	// requests for a downstream ServiceAccount (the TokenRequest API), for an
+	// upstream that trusts the downstream cluster's service-account issuer. No
+	// long-lived credential exists anywhere.
+	// +optional
+	ServiceAccount *ServiceAccountAuth `json:"serviceAccount,omitempty"`
+}
+
+// ServiceAccountAuth names the downstream ServiceAccount whose tokens secret-relay
+// sends upstream, as External Secrets Operator's serviceAccount auth does.
+type ServiceAccountAuth struct {
+	// Name is the ServiceAccount's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +required
+	Name string `json:"name"`
+	// Namespace is the ServiceAccount's namespace: required in a
+	// ClusterSecretStore, forbidden in a SecretStore, which uses its own.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// Audiences are the audiences of the token, those the upstream's JWT
+	// authenticator accepts. secret-relay refuses a store without them: the token
+	// would then be one this cluster's own API server accepts.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +optional
+	Audiences []string `json:"audiences,omitempty"`
 }
 
 // TokenAuth reads a bearer token from a Secret.

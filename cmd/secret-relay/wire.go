@@ -69,6 +69,9 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 	p.pods = relay.NewPodUsage(down.meta)
 	refs := remote.NewRefCache(ctx, kube)
 	clients := remote.NewClients(refs, metrics)
+	// Tokens are requested while a review waits for its store's client: at
+	// admission's limits.
+	clients.MintTokensWith(remote.NewTokens(down.admission))
 	upstreams := remote.NewUpstreams(ctx, clients, metrics)
 	p.namespaces = informers.NewSharedInformerFactoryWithOptions(kube, 0)
 	nsInformer := p.namespaces.Core().V1().Namespaces()

@@ -295,6 +295,9 @@ type WorldOptions struct {
 	DownstreamArgs map[string]string
 	// RelayArgs are extra flags for secret-relay serve.
 	RelayArgs []string
+	// TrustDownstream starts the clusters with StartTrustingPair: the upstream
+	// accepts the downstream's ServiceAccount tokens.
+	TrustDownstream bool
 }
 
 // NewCustomWorld is NewUnregisteredWorld shaped by opts.
@@ -302,7 +305,12 @@ func NewCustomWorld(t testing.TB, binary, logDir string, opts WorldOptions) *Wor
 	t.Helper()
 	// The downstream audit log holds the denials the API server returned, for tests
 	// that scan them.
-	up, down := StartPair(t, Options{CRDDirs: []string{CRDDir()}, AuditLog: true, APIServerArgs: opts.DownstreamArgs})
+	downstream := Options{CRDDirs: []string{CRDDir()}, AuditLog: true, APIServerArgs: opts.DownstreamArgs}
+	start := StartPair
+	if opts.TrustDownstream {
+		start = StartTrustingPair
+	}
+	up, down := start(t, downstream)
 	w := &World{Up: up, Down: down}
 	var err error
 	w.Dynamic, err = dynamic.NewForConfig(down.Config)
@@ -401,6 +409,12 @@ spec:
 // Apply creates a store from YAML through the dynamic client.
 func (w *World) Apply(t testing.TB, manifest string) {
 	t.Helper()
+	require.NoError(t, w.ApplyErr(t, manifest))
+}
+
+// ApplyErr is Apply that returns what the API server said, for a store it refuses.
+func (w *World) ApplyErr(t testing.TB, manifest string) error {
+	t.Helper()
 	u := &unstructured.Unstructured{}
 	require.NoError(t, yaml.Unmarshal([]byte(manifest), &u.Object))
 	gvr := v1alpha1.SecretStoreGVR
@@ -413,7 +427,7 @@ func (w *World) Apply(t testing.TB, manifest string) {
 	} else {
 		_, err = w.Dynamic.Resource(gvr).Create(Context(t), u, metav1.CreateOptions{})
 	}
-	require.NoError(t, err)
+	return err
 }
 
 // Tokens is the relay installation's token key, read from its Secret in the

@@ -1,0 +1,163 @@
+package e2e_test
+
+import (
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/secret-relay/secret-relay/relay"
+	"github.com/secret-relay/secret-relay/test/cluster"
+)
+
+// TestServiceAccountAuth checks contract §3's auth.serviceAccount on two clusters
+// where the upstream trusts the downstream's service-account issuer
+// (cluster.StartTrustingPair): no token Secret exists anywhere, the relay requests
+// a token for the store's ServiceAccount and the upstream sees that
+// ServiceAccount, prefixed, read its Secrets.
+func TestServiceAccountAuth(t *testing.T) {
+	w := cluster.NewCustomWorld(t, relayBinary, suiteDir, cluster.WorldOptions{TrustDownstream: true})
+	registerLog(w.Relay.LogFile)
+	w.Relay.Register(t, w.Down)
+	ctx := cluster.Context(t)
+	const ns = "team-sa"
+	user := cluster.TrustedUserPrefix + "system:serviceaccount:" + ns + ":relay-reader"
+
+	// Upstream: the prefixed user may read Secrets in default, and nothing else.
+	_, err := w.Up.Client.RbacV1().Roles("default").Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "downstream-relay-reader"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = w.Up.Client.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "downstream-relay-reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "downstream-relay-reader"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	// Downstream: the ServiceAccount, the upstream's CA, and stores naming it.
+	w.Down.EnsureNamespace(t, ns)
+	_, err = w.Down.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "relay-reader"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = w.Down.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-root-remote-ca.crt"},
+		Data:       map[string]string{"ca.crt": string(w.Up.CA())},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	store := func(name, account, audiences string) {
+		w.Apply(t, fmt.Sprintf(`
+apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata: {name: %s, namespace: %s}
+spec:
+  provider:
+    kubernetes:
+      server:
+        url: %s
+        caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
+      remoteNamespace: default
+      auth:
+        serviceAccount: {name: %s%s}
+`, name, ns, w.Up.URL(), account, audiences))
+	}
+
+	t.Run("A SecretStore with serviceAccount auth should relay user-credentials, as the prefixed ServiceAccount upstream.", func(t *testing.T) {
+		store("remote-k8s-store", "relay-reader", ", audiences: ["+cluster.UpstreamAudience+"]")
+		waitForStoreStatus(t, w, ns, "remote-k8s-store", "True", "Valid", 30*time.Second)
+		_, err := w.Down.Client.CoreV1().Pods(ns).Create(ctx, cluster.Pod("app", map[string]string{
+			relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: seedAnnotation,
+		}), metav1.CreateOptions{})
+		require.NoError(t, err)
+		copied, err := w.Down.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, "peter", string(copied.Data["username"]))
+
+		secrets, users := 0, map[string]bool{}
+		for _, ev := range w.Up.AuditEvents(t) {
+			if ev.ObjectRef.Resource == "secrets" && strings.HasPrefix(ev.UserAgent, "secret-relay") {
+				secrets++
+				users[ev.User.Username] = true
+			}
+		}
+		assert.Positive(t, secrets)
+		assert.Equal(t, map[string]bool{user: true}, users, "every upstream Secret read as the ServiceAccount")
+		list, err := w.Down.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+		require.NoError(t, err)
+		for _, s := range list.Items {
+			assert.NotEqual(t, corev1.SecretTypeServiceAccountToken, s.Type, "no token Secret downstream: %s", s.Name)
+			assert.Equal(t, relay.ManagedByValue, s.Labels[relay.LabelManagedBy], "only the copy: %s", s.Name)
+		}
+	})
+
+	t.Run("A store naming a ServiceAccount that does not exist should say so in its status.", func(t *testing.T) {
+		store("ghost-store", "ghost", ", audiences: ["+cluster.UpstreamAudience+"]")
+		waitForStoreStatus(t, w, ns, "ghost-store", "False", "InvalidStoreConfiguration", 30*time.Second)
+		assert.Contains(t, storeStatusOf(t, w, ns, "ghost-store").message, "ServiceAccount team-sa/ghost not found downstream")
+	})
+
+	t.Run("A store without audiences should be refused: its token would be valid downstream.", func(t *testing.T) {
+		store("no-audience", "relay-reader", "")
+		waitForStoreStatus(t, w, ns, "no-audience", "False", "InvalidStoreConfiguration", 30*time.Second)
+		assert.Contains(t, storeStatusOf(t, w, ns, "no-audience").message, "audiences must name the audiences the upstream accepts")
+	})
+
+	t.Run("A store whose audience this cluster accepts should be refused: a hostile server.url would get a token valid here.", func(t *testing.T) {
+		var got atomic.Int32
+		hostile := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "" {
+				got.Add(1)
+			}
+			w.WriteHeader(http.StatusForbidden)
+		}))
+		defer hostile.Close()
+		ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hostile.Certificate().Raw})
+		// The downstream's API audience is its issuer, https://127.0.0.1:<port>.
+		w.Apply(t, fmt.Sprintf(`
+apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata: {name: own-audience, namespace: %s}
+spec:
+  provider:
+    kubernetes:
+      server: {url: %s, caBundle: %s}
+      auth: {serviceAccount: {name: relay-reader, audiences: [%s]}}
+`, ns, hostile.URL, base64.StdEncoding.EncodeToString(ca), strings.TrimSuffix(w.Down.URL(), "/")))
+		waitForStoreStatus(t, w, ns, "own-audience", "False", "InvalidStoreConfiguration", 30*time.Second)
+		assert.Contains(t, storeStatusOf(t, w, ns, "own-audience").message, "are accepted by this cluster's own API server")
+		assert.Zero(t, got.Load(), "the hostile server got no token")
+	})
+
+	t.Run("A SecretStore naming another namespace's ServiceAccount should be refused by the API server.", func(t *testing.T) {
+		err := w.ApplyErr(t, fmt.Sprintf(`
+apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata: {name: elsewhere, namespace: %s}
+spec:
+  provider:
+    kubernetes:
+      server: {url: %s, caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}}
+      auth: {serviceAccount: {name: default, namespace: kube-system, audiences: [%s]}}
+`, ns, w.Up.URL(), cluster.UpstreamAudience))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "a SecretStore uses a ServiceAccount of its own namespace")
+	})
+
+	t.Run("No token should reach secret-relay's log.", func(t *testing.T) {
+		log, err := os.ReadFile(w.Relay.LogFile)
+		require.NoError(t, err)
+		assert.NotContains(t, string(log), "eyJ", "a JWT, base64url of {\"")
+	})
+}
