@@ -118,11 +118,11 @@ auth:
     clientCert: {name: client-tls, key: tls.crt}
     clientKey: {name: client-tls, key: tls.key}
 `,
-				expErrs: []string{"spec.provider.kubernetes.auth", "auth needs exactly one of token or cert"},
+				expErrs: []string{"spec.provider.kubernetes.auth", "auth needs exactly one of token, cert or serviceAccount"},
 			},
 			"An empty auth should be refused with the CEL message.": {
 				kind: ss, kubernetes: strings.Split(seedKubernetes, "auth:")[0] + "auth: {}\n",
-				expErrs: []string{"auth needs exactly one of token or cert"},
+				expErrs: []string{"auth needs exactly one of token, cert or serviceAccount"},
 			},
 			"A store without auth should be refused.": {
 				kind: ss, kubernetes: strings.Split(seedKubernetes, "auth:")[0],
@@ -162,6 +162,21 @@ auth:
 			"A ClusterSecretStore reference without a namespace should be refused.": {
 				kind: css, kubernetes: strings.Replace(clusterKubernetes, "key: token, namespace: secret-relay", "key: token", 1),
 				expErrs: []string{"spec.provider.kubernetes.auth.token.bearerToken.namespace: Required value"},
+			},
+			"A SecretStore with serviceAccount auth of its own namespace should be accepted.": {
+				kind: ss, kubernetes: strings.Split(seedKubernetes, "auth:")[0] + "auth: {serviceAccount: {name: relay-reader, audiences: [upstream]}}\n",
+			},
+			"A SecretStore's serviceAccount naming a namespace should be refused.": {
+				kind: ss, kubernetes: strings.Split(seedKubernetes, "auth:")[0] + "auth: {serviceAccount: {name: relay-reader, namespace: kube-system, audiences: [upstream]}}\n",
+				expErrs: []string{"spec.provider.kubernetes.auth.serviceAccount.namespace: Forbidden", "a SecretStore uses a ServiceAccount of its own namespace"},
+			},
+			"A ClusterSecretStore's serviceAccount without a namespace should be refused.": {
+				kind: css, kubernetes: strings.Split(clusterKubernetes, "auth:")[0] + "auth: {serviceAccount: {name: relay-reader, audiences: [upstream]}}\n",
+				expErrs: []string{"spec.provider.kubernetes.auth.serviceAccount.namespace: Required value"},
+			},
+			"Token and serviceAccount auth together should be refused with the CEL message.": {
+				kind: ss, kubernetes: seedKubernetes + "  serviceAccount: {name: relay-reader, audiences: [upstream]}\n",
+				expErrs: []string{"auth needs exactly one of token, cert or serviceAccount"},
 			},
 			"A ClusterSecretStore caProvider without a namespace should be refused.": {
 				kind: css, kubernetes: strings.Replace(clusterKubernetes, "key: ca.crt, namespace: secret-relay", "key: ca.crt", 1),
