@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -33,46 +35,8 @@ func TestServiceAccountAuth(t *testing.T) {
 	w.Relay.Register(t, w.Down)
 	ctx := cluster.Context(t)
 	const ns = "team-sa"
-	user := cluster.TrustedUserPrefix + "system:serviceaccount:" + ns + ":relay-reader"
-
-	// Upstream: the prefixed user may read Secrets in default, and nothing else.
-	_, err := w.Up.Client.RbacV1().Roles("default").Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "downstream-relay-reader"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = w.Up.Client.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "downstream-relay-reader"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "downstream-relay-reader"},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-
-	// Downstream: the ServiceAccount, the upstream's CA, and stores naming it.
-	w.Down.EnsureNamespace(t, ns)
-	_, err = w.Down.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "relay-reader"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = w.Down.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "kube-root-remote-ca.crt"},
-		Data:       map[string]string{"ca.crt": string(w.Up.CA())},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	store := func(name, account, audiences string) {
-		w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: %s, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server:
-        url: %s
-        caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
-      remoteNamespace: default
-      auth:
-        serviceAccount: {name: %s%s}
-`, name, ns, w.Up.URL(), account, audiences))
-	}
+	user := trustServiceAccount(t, w, ns, "relay-reader")
+	store := func(name, account, audiences string) { applyAccountStore(t, w, ns, name, account, audiences) }
 
 	t.Run("A SecretStore with serviceAccount auth should relay user-credentials, as the prefixed ServiceAccount upstream.", func(t *testing.T) {
 		store("remote-k8s-store", "relay-reader", ", audiences: ["+cluster.UpstreamAudience+"]")
@@ -160,4 +124,88 @@ spec:
 		require.NoError(t, err)
 		assert.NotContains(t, string(log), "eyJ", "a JWT, base64url of {\"")
 	})
+}
+
+// TestShippedRBACServiceAccountAuth runs secret-relay as the ServiceAccount of
+// manifests/install: without the component service-account-auth, a store with
+// serviceAccount auth says what to enable; with it, the store works.
+func TestShippedRBACServiceAccountAuth(t *testing.T) {
+	up, down := cluster.StartTrustingPair(t, cluster.Options{CRDDirs: []string{cluster.CRDDir()}})
+	manifests := filepath.Join(cluster.CRDDir(), "..")
+	apply := func(f string) {
+		out, err := exec.Command(cluster.BinaryDir()+"/kubectl", "--kubeconfig", down.Kubeconfig, "apply", "-f", filepath.Join(manifests, f)).CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	for _, f := range []string{"install/namespace.yaml", "install/serviceaccount.yaml", "install/rbac.yaml"} {
+		apply(f)
+	}
+	w := &cluster.World{Up: up, Down: down, Dynamic: dynamicClient(t, down)}
+	up.CreateSecret(t, "default", "user-credentials", map[string]string{"username": "peter", "password": "asdf1234"})
+	// Validated every 2 s: a grant is no change to the store, and the next check
+	// is what notices it.
+	w.Relay = cluster.StartRelay(t, relayBinary, suiteDir, down, "--kubeconfig", down.KubeconfigFor(t, "secret-relay", "secret-relay"),
+		"--store-validation-interval=2s")
+	registerLog(w.Relay.LogFile)
+	const ns = "team-sa"
+	trustServiceAccount(t, w, ns, "relay-reader")
+	applyAccountStore(t, w, ns, "remote-k8s-store", "relay-reader", ", audiences: ["+cluster.UpstreamAudience+"]")
+
+	waitForStoreStatus(t, w, ns, "remote-k8s-store", "False", "InvalidStoreConfiguration", 30*time.Second)
+	assert.Contains(t, storeStatusOf(t, w, ns, "remote-k8s-store").message,
+		"secret-relay may not request tokens for ServiceAccount team-sa/relay-reader: install it with serviceAccountAuth.enabled=true (or the kustomize component manifests/components/service-account-auth)")
+
+	apply("components/service-account-auth/rbac.yaml")
+	waitForStoreStatus(t, w, ns, "remote-k8s-store", "True", "Valid", 30*time.Second)
+}
+
+// trustServiceAccount lets the downstream ServiceAccount ns/name, as the upstream
+// sees it (prefixed), read Secrets in the upstream default namespace, and creates
+// it, with the upstream's CA as the ConfigMap kube-root-remote-ca.crt, in ns. It
+// returns the upstream user.
+func trustServiceAccount(t *testing.T, w *cluster.World, ns, name string) string {
+	t.Helper()
+	ctx := cluster.Context(t)
+	user := cluster.TrustedUserPrefix + "system:serviceaccount:" + ns + ":" + name
+	_, err := w.Up.Client.RbacV1().Roles("default").Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "downstream-" + name},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = w.Up.Client.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "downstream-" + name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "downstream-" + name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	w.Down.EnsureNamespace(t, ns)
+	_, err = w.Down.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = w.Down.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "kube-root-remote-ca.crt"},
+		Data:       map[string]string{"ca.crt": string(w.Up.CA())},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return user
+}
+
+// applyAccountStore creates SecretStore ns/name reading the upstream default
+// namespace with tokens of ServiceAccount account; audiences is the rest of the
+// serviceAccount block (", audiences: [...]", or nothing).
+func applyAccountStore(t *testing.T, w *cluster.World, ns, name, account, audiences string) {
+	t.Helper()
+	w.Apply(t, fmt.Sprintf(`
+apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata: {name: %s, namespace: %s}
+spec:
+  provider:
+    kubernetes:
+      server:
+        url: %s
+        caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
+      remoteNamespace: default
+      auth:
+        serviceAccount: {name: %s%s}
+`, name, ns, w.Up.URL(), account, audiences))
 }

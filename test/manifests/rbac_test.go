@@ -155,36 +155,54 @@ var wantRestartGrants = expand([]rbacv1.PolicyRule{
 	{APIGroups: []string{"apps"}, Resources: []string{"deployments", "statefulsets", "daemonsets"}, Verbs: []string{"patch"}},
 })
 
-// assertRestartRBAC checks the restart-on-change ClusterRole and its binding.
-func assertRestartRBAC(t *testing.T, objs objects, ns string) {
+// wantServiceAccountAuthGrants is what serviceAccountAuth.enabled, or the kustomize
+// component, adds: tokens for ServiceAccounts, and reviews of them.
+var wantServiceAccountAuthGrants = expand([]rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}},
+	{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+})
+
+// assertOptionalRBAC checks an optional ClusterRole, secret-relay-<name>, and its
+// binding to the install's ServiceAccount in ns.
+func assertOptionalRBAC(t *testing.T, objs objects, name string, grants []grant, ns string) {
 	t.Helper()
 	var cr rbacv1.ClusterRole
-	objs.one(t, "ClusterRole", "secret-relay-restart-on-change", &cr)
-	assertGrantsExactly(t, "ClusterRole secret-relay-restart-on-change", wantRestartGrants, cr.Rules)
+	objs.one(t, "ClusterRole", "secret-relay-"+name, &cr)
+	assertGrantsExactly(t, "ClusterRole "+cr.Name, grants, cr.Rules)
 	var crb rbacv1.ClusterRoleBinding
-	objs.one(t, "ClusterRoleBinding", "secret-relay-restart-on-change", &crb)
+	objs.one(t, "ClusterRoleBinding", "secret-relay-"+name, &crb)
 	assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name}, crb.RoleRef)
 	assert.Equal(t, []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "secret-relay", Namespace: ns}}, crb.Subjects)
 }
 
-func TestRestartOnChangeRBAC(t *testing.T) {
-	t.Run("The chart should grant patch on workloads only with restartOnChange.enabled=true.", func(t *testing.T) {
-		assert.Len(t, helmTemplate(t, "secret-relay").all("ClusterRole"), 1)
-		objs := helmTemplate(t, "relay-system", "restartOnChange.enabled=true")
-		assert.Len(t, objs.all("ClusterRole"), 2)
-		assertRestartRBAC(t, objs, "relay-system")
-	})
-	t.Run("The kustomize component should grant the same, to the install's ServiceAccount.", func(t *testing.T) {
-		overlay := t.TempDir()
-		rel := func(parts ...string) string { // kustomize takes relative paths only
-			p, err := filepath.Rel(overlay, repoPath(t, parts...))
-			require.NoError(t, err)
-			return p
-		}
-		require.NoError(t, os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(fmt.Sprintf(
-			"resources: [%s]\ncomponents: [%s]\n", rel("manifests"), rel("manifests", "components", "restart-on-change"))), 0o644))
-		objs := decodeObjects(t, run(t, tool(t, "k8s"), "kustomize", "--load-restrictor=LoadRestrictionsNone", overlay))
-		assert.Len(t, objs.all("ClusterRole"), 2)
-		assertRestartRBAC(t, objs, "secret-relay")
-	})
+// TestOptionalRBAC checks the grants that only a chart value, or a kustomize
+// component, adds.
+func TestOptionalRBAC(t *testing.T) {
+	for _, o := range []struct {
+		value, component string
+		grants           []grant
+	}{
+		{"restartOnChange.enabled", "restart-on-change", wantRestartGrants},
+		{"serviceAccountAuth.enabled", "service-account-auth", wantServiceAccountAuthGrants},
+	} {
+		t.Run("The chart should grant "+o.component+" only with "+o.value+"=true.", func(t *testing.T) {
+			assert.Len(t, helmTemplate(t, "secret-relay").all("ClusterRole"), 1)
+			objs := helmTemplate(t, "relay-system", o.value+"=true")
+			assert.Len(t, objs.all("ClusterRole"), 2)
+			assertOptionalRBAC(t, objs, o.component, o.grants, "relay-system")
+		})
+		t.Run("The kustomize component "+o.component+" should grant the same, to the install's ServiceAccount.", func(t *testing.T) {
+			overlay := t.TempDir()
+			rel := func(parts ...string) string { // kustomize takes relative paths only
+				p, err := filepath.Rel(overlay, repoPath(t, parts...))
+				require.NoError(t, err)
+				return p
+			}
+			require.NoError(t, os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(fmt.Sprintf(
+				"resources: [%s]\ncomponents: [%s]\n", rel("manifests"), rel("manifests", "components", o.component))), 0o644))
+			objs := decodeObjects(t, run(t, tool(t, "k8s"), "kustomize", "--load-restrictor=LoadRestrictionsNone", overlay))
+			assert.Len(t, objs.all("ClusterRole"), 2)
+			assertOptionalRBAC(t, objs, o.component, o.grants, "secret-relay")
+		})
+	}
 }
