@@ -56,9 +56,14 @@ func NewTokens(client kubernetes.Interface) *Tokens {
 		sources: map[string]transport.ResettableTokenSource{}}
 }
 
-// RenewAfter renews tokens after d instead of four fifths of their lifetime: for
-// tests, which cannot ask the API server for tokens shorter than ten minutes.
-func (t *Tokens) RenewAfter(d time.Duration) { t.renewAfter = min(d, t.lifetime) }
+// RenewAfter renews tokens after d (0 keeps four fifths of their lifetime), at
+// most their lifetime: tests renew every few seconds, since the API server gives
+// no token shorter than ten minutes.
+func (t *Tokens) RenewAfter(d time.Duration) {
+	if d > 0 {
+		t.renewAfter = min(d, t.lifetime)
+	}
+}
 
 // Source is the token source of ref: tokens cached until their renewal, and
 // requested again at once after the upstream answered 401.

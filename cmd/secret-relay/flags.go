@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+
+	"github.com/secret-relay/secret-relay/remote"
 )
 
 // Flags are the options of `secret-relay serve`, as the contract lists them.
@@ -44,6 +46,9 @@ type Flags struct {
 	// unready and closing each connection after its response, before it stops.
 	ShutdownDelay time.Duration
 	Lease         LeaseTiming
+	// TokenRenewal is how long a ServiceAccount token secret-relay requested is
+	// used before it requests another (tokens last an hour).
+	TokenRenewal time.Duration
 }
 
 // LeaseTiming is the leader election's timing, as in client-go's LeaderElectionConfig.
@@ -79,6 +84,7 @@ func parseFlags(args []string, output io.Writer) (Flags, error) {
 	fs.DurationVar(&f.StoreValidationInterval, "store-validation-interval", 5*time.Minute, "how often every store is validated again")
 	fs.DurationVar(&f.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often the serving certificate files are checked for changes")
 	fs.DurationVar(&f.ShutdownDelay, "shutdown-delay", 3*time.Second, "after SIGTERM, how long to keep answering reviews while clients move to other replicas")
+	fs.DurationVar(&f.TokenRenewal, "service-account-token-renewal", remote.TokenLifetime*4/5, "how long a ServiceAccount token requested for auth.serviceAccount is used before a new one is requested; at most its one-hour lifetime")
 	fs.DurationVar(&f.Lease.Duration, "leader-elect-lease-duration", 15*time.Second, "how long other replicas wait before taking over a lease that was not renewed")
 	fs.DurationVar(&f.Lease.RenewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew before it gives up leading")
 	fs.DurationVar(&f.Lease.RetryPeriod, "leader-elect-retry-period", 2*time.Second, "how often replicas try to acquire or renew the lease")
@@ -116,6 +122,9 @@ func (f Flags) validate() error {
 	}
 	if f.StoreValidationInterval < time.Second || f.CertReloadInterval <= 0 {
 		errs = append(errs, errors.New("--store-validation-interval must be at least 1s and --cert-reload-interval positive"))
+	}
+	if f.TokenRenewal < time.Second || f.TokenRenewal > remote.TokenLifetime {
+		errs = append(errs, fmt.Errorf("--service-account-token-renewal must be between 1s and %s, got %s", remote.TokenLifetime, f.TokenRenewal))
 	}
 	if f.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-delay must not be negative, got %s", f.ShutdownDelay))

@@ -36,7 +36,7 @@ func TestParseFlags(t *testing.T) {
 				ProbeAddress: ":8080", Namespace: "secret-relay", UpstreamTimeout: 2 * time.Second, OrphanGracePeriod: 10 * time.Minute, LeaderElect: true,
 				LogLevel: zapcore.InfoLevel, LogFormat: "json",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
-				ShutdownDelay: 3 * time.Second, Lease: defaultLease,
+				ShutdownDelay: 3 * time.Second, Lease: defaultLease, TokenRenewal: 48 * time.Minute,
 			},
 		},
 		"POD_NAMESPACE should be the default namespace.": {
@@ -46,7 +46,7 @@ func TestParseFlags(t *testing.T) {
 				ProbeAddress: ":8080", Namespace: "relay-system", UpstreamTimeout: 2 * time.Second, OrphanGracePeriod: 10 * time.Minute, LeaderElect: true,
 				LogLevel: zapcore.InfoLevel, LogFormat: "json",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
-				ShutdownDelay: 3 * time.Second, Lease: defaultLease,
+				ShutdownDelay: 3 * time.Second, Lease: defaultLease, TokenRenewal: 48 * time.Minute,
 			},
 		},
 		"Every flag should be read.": {
@@ -54,14 +54,19 @@ func TestParseFlags(t *testing.T) {
 				"--probe-address", "127.0.0.1:2", "--namespace", "ns", "--upstream-timeout", "500ms", "--orphan-grace-period", "30s", "--leader-elect=false",
 				"--log-level", "debug", "--log-format", "console", "--shutdown-delay", "0s",
 				"--leader-elect-lease-duration", "6s", "--leader-elect-renew-deadline", "4s", "--leader-elect-retry-period", "1s",
-				"--client-ca-file", "/ca.crt", "--excluded-namespaces", "team-a, team-b", "--excluded-namespaces", "team-c"},
+				"--client-ca-file", "/ca.crt", "--excluded-namespaces", "team-a, team-b", "--excluded-namespaces", "team-c",
+				"--service-account-token-renewal", "5s"},
 			exp: Flags{
 				ClientCAFile: "/ca.crt", ExcludedNamespaces: []string{"team-a", "team-b", "team-c"},
 				Kubeconfig: "/k", WebhookAddress: "127.0.0.1:1", TLSCertFile: "c", TLSKeyFile: "k", ProbeAddress: "127.0.0.1:2",
 				Namespace: "ns", UpstreamTimeout: 500 * time.Millisecond, OrphanGracePeriod: 30 * time.Second, LogLevel: zapcore.DebugLevel, LogFormat: "console",
 				StoreValidationInterval: 5 * time.Minute, CertReloadInterval: 10 * time.Second,
-				Lease: LeaseTiming{Duration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second},
+				Lease:        LeaseTiming{Duration: 6 * time.Second, RenewDeadline: 4 * time.Second, RetryPeriod: time.Second},
+				TokenRenewal: 5 * time.Second,
 			},
+		},
+		"A token renewal past the token's lifetime should be refused.": {
+			args: []string{"--service-account-token-renewal", "2h"}, expErr: "--service-account-token-renewal must be between 1s and 1h0m0s",
 		},
 		"Lease timings should be read and checked against each other.": {
 			args: []string{"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "4s"}, expErr: "renew deadline (4s) < lease duration (4s)",

@@ -71,7 +71,9 @@ func wire(ctx context.Context, f Flags, down downstream, reg prometheus.Register
 	clients := remote.NewClients(refs, metrics)
 	// Tokens are requested while a review waits for its store's client: at
 	// admission's limits.
-	clients.MintTokensWith(remote.NewTokens(down.admission))
+	tokens := remote.NewTokens(down.admission)
+	tokens.RenewAfter(f.TokenRenewal)
+	clients.MintTokensWith(tokens)
 	upstreams := remote.NewUpstreams(ctx, clients, metrics)
 	p.namespaces = informers.NewSharedInformerFactoryWithOptions(kube, 0)
 	nsInformer := p.namespaces.Core().V1().Namespaces()

@@ -30,7 +30,9 @@ import (
 // a token for the store's ServiceAccount and the upstream sees that
 // ServiceAccount, prefixed, read its Secrets.
 func TestServiceAccountAuth(t *testing.T) {
-	w := cluster.NewCustomWorld(t, relayBinary, suiteDir, cluster.WorldOptions{TrustDownstream: true})
+	// Tokens are renewed every 2 s, as every 48 minutes in production.
+	w := cluster.NewCustomWorld(t, relayBinary, suiteDir, cluster.WorldOptions{TrustDownstream: true,
+		RelayArgs: []string{"--service-account-token-renewal=2s"}})
 	registerLog(w.Relay.LogFile)
 	w.Relay.Register(t, w.Down)
 	ctx := cluster.Context(t)
@@ -64,6 +66,41 @@ func TestServiceAccountAuth(t *testing.T) {
 			assert.NotEqual(t, corev1.SecretTypeServiceAccountToken, s.Type, "no token Secret downstream: %s", s.Name)
 			assert.Equal(t, relay.ManagedByValue, s.Labels[relay.LabelManagedBy], "only the copy: %s", s.Name)
 		}
+	})
+
+	t.Run("After several renewals, new remote Secrets and an upstream change should still be relayed.", func(t *testing.T) {
+		tokenRequests := func() int {
+			n := 0
+			for _, ev := range w.Down.AuditEvents(t) {
+				if ev.Verb == "create" && ev.ObjectRef.Resource == "serviceaccounts" && strings.HasSuffix(strings.Split(ev.RequestURI, "?")[0], "/relay-reader/token") {
+					n++
+				}
+			}
+			return n
+		}
+		before := tokenRequests()
+		for i := range 3 {
+			time.Sleep(2500 * time.Millisecond) // the last token is due for renewal
+			name := fmt.Sprintf("late-%d", i)
+			w.Up.CreateSecret(t, "default", name, map[string]string{"api-key": "s3cr3t-api-key"})
+			_, err := w.Down.Client.CoreV1().Pods(ns).Create(ctx, cluster.Pod(name, map[string]string{
+				relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: "- " + name + "\n",
+			}), metav1.CreateOptions{})
+			require.NoError(t, err, "a cold read upstream with a renewed token")
+		}
+		up, err := w.Up.Client.CoreV1().Secrets("default").Get(ctx, "user-credentials", metav1.GetOptions{})
+		require.NoError(t, err)
+		up.Data["username"] = []byte("s3cr3t-rotated-username")
+		_, err = w.Up.Client.CoreV1().Secrets("default").Update(ctx, up, metav1.UpdateOptions{})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			s, err := w.Down.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
+			return err == nil && string(s.Data["username"]) == "s3cr3t-rotated-username"
+		}, 10*time.Second, 50*time.Millisecond, "the copy follows upstream, through the watch")
+		renewals := tokenRequests() - before
+		t.Logf("token requests for relay-reader over three cold reads 2.5 s apart, renewing every 2 s: %d", renewals)
+		assert.GreaterOrEqual(t, renewals, 3, "a new token for each read after a renewal was due")
+		waitForStoreStatus(t, w, ns, "remote-k8s-store", "True", "Valid", 10*time.Second)
 	})
 
 	t.Run("A store naming a ServiceAccount that does not exist should say so in its status.", func(t *testing.T) {
