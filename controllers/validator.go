@@ -289,12 +289,12 @@ func (v *StoreValidator) validate(ctx context.Context, s *remote.Store) v1alpha1
 	ctx, cancel := context.WithTimeout(ctx, validationTimeout)
 	defer cancel()
 	ns := s.RemoteNamespace()
-	url := s.Spec.Provider.Kubernetes.Server.URL
+	url, why := v.cfg.Clients.Refused(s)
 	canRead, err := remote.CheckAccess(ctx, client, ns, "get")
 	if err != nil {
 		switch {
 		case apierrors.IsUnauthorized(err):
-			return fail(v1alpha1.ReasonValidationFailed, "upstream %s refused the store's credentials (401 Unauthorized)", url)
+			return fail(v1alpha1.ReasonValidationFailed, "upstream %s refused the store's credentials (401 Unauthorized)%s", url, why)
 		case remote.Unreachable(err):
 			return fail(v1alpha1.ReasonValidationFailed, "upstream %s unreachable: %s", url, remote.DescribeUpstreamError(err))
 		default:

@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -78,6 +79,10 @@ type Clients struct {
 type storeClient struct {
 	fingerprint [sha256.Size]byte
 	client      UpstreamClient
+	// url is the upstream the client reaches, and account the ServiceAccount whose
+	// tokens it sends, if any: for messages.
+	url     string
+	account *ServiceAccountRef
 	// versions are the resource versions of the store and of the objects it
 	// references when the client was built: while they stand, nothing needs to be
 	// read or parsed again.
@@ -139,7 +144,7 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 	if err != nil {
 		return storeClient{}, s.configErrorf("%v", err)
 	}
-	sc = storeClient{fingerprint: fp, client: client, versions: versions}
+	sc = storeClient{fingerprint: fp, client: client, versions: versions, url: ep.URL, account: ep.ServiceAccount}
 	c.byStore[key] = sc
 	return sc, nil
 }
@@ -180,6 +185,19 @@ func (c *Clients) versions(ctx context.Context, s *Store) (string, bool) {
 		out = append(out, string(obj.GetUID())+"@"+obj.GetResourceVersion())
 	}
 	return strings.Join(out, ","), true
+}
+
+// Refused says, for a message, which upstream the store's client reaches and why
+// it may have answered 401: a ServiceAccount's token the upstream does not trust.
+func (c *Clients) Refused(s *Store) (url, why string) {
+	c.mu.Lock()
+	sc := c.byStore[s.String()]
+	c.mu.Unlock()
+	if sc.account != nil {
+		why = fmt.Sprintf("; the upstream does not accept tokens of ServiceAccount %s for audiences %q: does it trust this cluster's issuer, for those audiences?",
+			sc.account, sc.account.Audiences)
+	}
+	return sc.url, why
 }
 
 // Forget drops a deleted store's client.

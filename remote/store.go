@@ -169,14 +169,17 @@ func (s *Store) References() []Reference {
 			refs = append(refs, r)
 		}
 	}
-	if t := k.Auth.Token; t != nil {
-		add("Secret", t.BearerToken.Namespace, t.BearerToken.Name)
+	if r := k.AuthRef; r != nil {
+		add("Secret", r.Namespace, r.Name)
 	}
-	if c := k.Auth.Cert; c != nil {
-		add("Secret", c.ClientCert.Namespace, c.ClientCert.Name)
-		add("Secret", c.ClientKey.Namespace, c.ClientKey.Name)
+	if a := k.Auth; a != nil && a.Token != nil {
+		add("Secret", a.Token.BearerToken.Namespace, a.Token.BearerToken.Name)
 	}
-	if p := k.Server.CAProvider; p != nil {
+	if a := k.Auth; a != nil && a.Cert != nil {
+		add("Secret", a.Cert.ClientCert.Namespace, a.Cert.ClientCert.Name)
+		add("Secret", a.Cert.ClientKey.Namespace, a.Cert.ClientKey.Name)
+	}
+	if p := k.Server.CAProviderOrNil(); p != nil {
 		kind := "ConfigMap"
 		if p.Type == v1alpha1.CAProviderTypeSecret {
 			kind = "Secret"
@@ -215,21 +218,30 @@ func (r clientsetRefReader) ConfigMap(ctx context.Context, namespace, name strin
 // wrapped as it is: it says nothing about the store.
 func ResolveEndpoint(ctx context.Context, reader RefReader, s *Store) (Endpoint, error) {
 	k := s.Spec.Provider.Kubernetes
-	if k == nil {
+	switch {
+	case k == nil:
 		return Endpoint{}, s.configErrorf("spec.provider.kubernetes is required")
+	case k.AuthRef != nil && k.Auth != nil:
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes needs exactly one of auth or authRef, not both")
+	case k.AuthRef != nil:
+		return s.resolveKubeconfig(ctx, reader, k)
+	case k.Auth == nil:
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth needs exactly one of token, cert or serviceAccount")
+	case k.Server == nil:
+		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.server is required unless authRef gives it")
 	}
 	if err := checkServerURL(k.Server.URL); err != nil {
 		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.server.url: %v", err)
 	}
 	ep := Endpoint{URL: k.Server.URL}
 
-	ca, err := s.resolveCA(ctx, reader, k.Server)
+	ca, err := s.resolveCA(ctx, reader, *k.Server)
 	if err != nil {
 		return Endpoint{}, err
 	}
 	ep.CA = ca
 
-	auth := k.Auth
+	auth := *k.Auth
 	switch {
 	case btoi(auth.Token != nil)+btoi(auth.Cert != nil)+btoi(auth.ServiceAccount != nil) > 1:
 		return Endpoint{}, s.configErrorf("spec.provider.kubernetes.auth needs exactly one of token, cert or serviceAccount, not several")

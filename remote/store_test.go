@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/secret-relay/secret-relay/api/v1alpha1"
 	"github.com/secret-relay/secret-relay/certs/certstest"
@@ -53,12 +55,12 @@ func configMap(ns, name string, data map[string]string, binary map[string][]byte
 // seedSpec is the seed's remote-k8s-store: CA from a ConfigMap, token auth.
 func seedSpec() remote.StoreSpec {
 	return remote.StoreSpec{Provider: v1alpha1.Provider{Kubernetes: &v1alpha1.KubernetesProvider{
-		Server: v1alpha1.KubernetesServer{
+		Server: &v1alpha1.KubernetesServer{
 			URL:        upstreamURL,
 			CAProvider: &v1alpha1.CAProvider{Type: v1alpha1.CAProviderTypeConfigMap, Name: "kube-root-remote-ca.crt", Key: "ca.crt"},
 		},
 		RemoteNamespace: "default",
-		Auth: v1alpha1.KubernetesAuth{Token: &v1alpha1.TokenAuth{
+		Auth: &v1alpha1.KubernetesAuth{Token: &v1alpha1.TokenAuth{
 			BearerToken: v1alpha1.SecretKeySelector{Name: "remote-sa-token", Key: "token"},
 		}},
 	}}}
@@ -84,15 +86,28 @@ func clusterStore(mutate func(k *v1alpha1.KubernetesProvider)) *remote.Store {
 	return &remote.Store{Kind: v1alpha1.ClusterSecretStoreKind, Name: "shared", Spec: spec}
 }
 
-func accountAuth(ns string, audiences ...string) v1alpha1.KubernetesAuth {
-	return v1alpha1.KubernetesAuth{ServiceAccount: &v1alpha1.ServiceAccountAuth{Name: "relay-reader", Namespace: ns, Audiences: audiences}}
+func accountAuth(ns string, audiences ...string) *v1alpha1.KubernetesAuth {
+	return &v1alpha1.KubernetesAuth{ServiceAccount: &v1alpha1.ServiceAccountAuth{Name: "relay-reader", Namespace: ns, Audiences: audiences}}
 }
 
-func certAuth(ns string) v1alpha1.KubernetesAuth {
-	return v1alpha1.KubernetesAuth{Cert: &v1alpha1.CertAuth{
+func certAuth(ns string) *v1alpha1.KubernetesAuth {
+	return &v1alpha1.KubernetesAuth{Cert: &v1alpha1.CertAuth{
 		ClientCert: v1alpha1.SecretKeySelector{Name: "client-tls", Key: "tls.crt", Namespace: ns},
 		ClientKey:  v1alpha1.SecretKeySelector{Name: "client-tls", Key: "tls.key", Namespace: ns},
 	}}
+}
+
+// resolveCase is one store for ResolveEndpoint, the objects downstream, and what it
+// should resolve to.
+type resolveCase struct {
+	store   *remote.Store
+	objects []runtime.Object
+	// failReads makes every read fail with this error instead.
+	failReads   error
+	expEndpoint remote.Endpoint
+	// expErr is a part of the message; expConfigErr says it is a ConfigError.
+	expErr       string
+	expConfigErr bool
 }
 
 func TestResolveEndpoint(t *testing.T) {
@@ -107,16 +122,32 @@ func TestResolveEndpoint(t *testing.T) {
 		}
 	}
 
-	tests := map[string]struct {
-		store   *remote.Store
-		objects []runtime.Object
-		// failReads makes every read fail with this error instead.
-		failReads   error
-		expEndpoint remote.Endpoint
-		// expErr is a part of the message; expConfigErr says it is a ConfigError.
-		expErr       string
-		expConfigErr bool
-	}{
+	// kubeconfig is a Secret upstream-kubeconfig in ns whose key config holds a
+	// kubeconfig for upstreamURL, its CA and a token, changed by edit.
+	kubeconfig := func(ns string, edit func(c *clientcmdapi.Config)) runtime.Object {
+		c := clientcmdapi.NewConfig()
+		c.Clusters["upstream"] = &clientcmdapi.Cluster{Server: upstreamURL, CertificateAuthorityData: pki.caPEM}
+		c.AuthInfos["reader"] = &clientcmdapi.AuthInfo{Token: tokenValue}
+		c.Contexts["upstream"] = &clientcmdapi.Context{Cluster: "upstream", AuthInfo: "reader"}
+		c.CurrentContext = "upstream"
+		if edit != nil {
+			edit(c)
+		}
+		raw, err := clientcmd.Write(*c)
+		require.NoError(t, err)
+		return secret(ns, "upstream-kubeconfig", map[string][]byte{"config": raw})
+	}
+	authRef := func(ns string) func(k *v1alpha1.KubernetesProvider) {
+		return func(k *v1alpha1.KubernetesProvider) {
+			k.Server, k.Auth = nil, nil
+			k.AuthRef = &v1alpha1.SecretKeySelector{Name: "upstream-kubeconfig", Key: "config", Namespace: ns}
+		}
+	}
+	refusedKubeconfig := func(edit func(c *clientcmdapi.Config), expErr string) resolveCase {
+		return resolveCase{store: secretStore(authRef("")), objects: []runtime.Object{kubeconfig("default", edit)}, expErr: expErr, expConfigErr: true}
+	}
+
+	tests := map[string]resolveCase{
 		"The seed's SecretStore should resolve to its URL, the ConfigMap's CA and the trimmed token.": {
 			store:       secretStore(nil),
 			objects:     seedObjects("default"),
@@ -178,6 +209,76 @@ func TestResolveEndpoint(t *testing.T) {
 			}),
 			objects:      seedObjects("default"),
 			expErr:       "exactly one of token, cert or serviceAccount, not several",
+			expConfigErr: true,
+		},
+		"authRef should resolve to its kubeconfig's server, CA and token.": {
+			store:       secretStore(authRef("")),
+			objects:     []runtime.Object{kubeconfig("default", nil)},
+			expEndpoint: remote.Endpoint{URL: upstreamURL, CA: pki.caPEM, Token: tokenValue},
+		},
+		"authRef should resolve to its kubeconfig's client certificate, and server.url may repeat its server.": {
+			store: secretStore(func(k *v1alpha1.KubernetesProvider) {
+				authRef("")(k)
+				k.Server = &v1alpha1.KubernetesServer{URL: upstreamURL}
+			}),
+			objects: []runtime.Object{kubeconfig("default", func(c *clientcmdapi.Config) {
+				c.AuthInfos["reader"] = &clientcmdapi.AuthInfo{ClientCertificateData: pki.client.CertPEM, ClientKeyData: pki.client.KeyPEM}
+			})},
+			expEndpoint: remote.Endpoint{URL: upstreamURL, CA: pki.caPEM, ClientCert: pki.client.CertPEM, ClientKey: pki.client.KeyPEM},
+		},
+		"A ClusterSecretStore's authRef should read the namespace it names.": {
+			store:       clusterStore(authRef("secret-relay")),
+			objects:     []runtime.Object{kubeconfig("secret-relay", nil)},
+			expEndpoint: remote.Endpoint{URL: upstreamURL, CA: pki.caPEM, Token: tokenValue},
+		},
+		"A SecretStore's authRef of another namespace should be a configuration error.": {
+			store:        secretStore(authRef("kube-system")),
+			objects:      []runtime.Object{kubeconfig("kube-system", nil)},
+			expErr:       `authRef.namespace: a SecretStore reads references from its own namespace, not "kube-system"`,
+			expConfigErr: true,
+		},
+		"A kubeconfig that runs an exec plugin should be refused: secret-relay runs nothing.": refusedKubeconfig(func(c *clientcmdapi.Config) {
+			c.AuthInfos["reader"] = &clientcmdapi.AuthInfo{Exec: &clientcmdapi.ExecConfig{Command: "/bin/sh", APIVersion: "client.authentication.k8s.io/v1"}}
+		}, `user "reader" runs an exec plugin or auth provider, which secret-relay never runs`),
+		"A kubeconfig naming a token file should be refused: secret-relay reads no file.": refusedKubeconfig(func(c *clientcmdapi.Config) {
+			c.AuthInfos["reader"] = &clientcmdapi.AuthInfo{TokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token"}
+		}, `user "reader" names a file, which secret-relay does not read`),
+		"A kubeconfig naming a CA file should be refused.": refusedKubeconfig(func(c *clientcmdapi.Config) {
+			c.Clusters["upstream"] = &clientcmdapi.Cluster{Server: upstreamURL, CertificateAuthority: "/etc/kubernetes/pki/ca.crt"}
+		}, `cluster "upstream" names a certificate-authority file`),
+		"A kubeconfig that skips TLS verification should be refused.": refusedKubeconfig(func(c *clientcmdapi.Config) {
+			c.Clusters["upstream"] = &clientcmdapi.Cluster{Server: upstreamURL, InsecureSkipTLSVerify: true}
+		}, `cluster "upstream" skips TLS verification`),
+		"A kubeconfig whose server is http should be refused.": refusedKubeconfig(func(c *clientcmdapi.Config) {
+			c.Clusters["upstream"].Server = "http://172.31.86.147:6443"
+		}, `cluster "upstream": server must be an https URL with a host`),
+		"A kubeconfig without a current context should be refused.": refusedKubeconfig(func(c *clientcmdapi.Config) {
+			c.CurrentContext = ""
+		}, `has no current-context`),
+		"A kubeconfig whose context names a missing user should be refused.": refusedKubeconfig(func(c *clientcmdapi.Config) {
+			c.Contexts["upstream"].AuthInfo = "nobody"
+		}, `context "upstream" names user "nobody", which it does not define`),
+		"A kubeconfig that does not parse should be refused without quoting it.": {
+			store:        secretStore(authRef("")),
+			objects:      []runtime.Object{secret("default", "upstream-kubeconfig", map[string][]byte{"config": []byte("token: " + tokenValue + "\n\t- [")})},
+			expErr:       `the kubeconfig in Secret default/upstream-kubeconfig key "config" does not parse`,
+			expConfigErr: true,
+		},
+		"A server.url other than the kubeconfig's should be refused.": {
+			store: secretStore(func(k *v1alpha1.KubernetesProvider) {
+				authRef("")(k)
+				k.Server = &v1alpha1.KubernetesServer{URL: "https://elsewhere.example:6443"}
+			}),
+			objects:      []runtime.Object{kubeconfig("default", nil)},
+			expErr:       "server.url differs from the server of the kubeconfig",
+			expConfigErr: true,
+		},
+		"authRef beside auth should be a configuration error.": {
+			store: secretStore(func(k *v1alpha1.KubernetesProvider) {
+				k.AuthRef = &v1alpha1.SecretKeySelector{Name: "upstream-kubeconfig", Key: "config"}
+			}),
+			objects:      append(seedObjects("default"), kubeconfig("default", nil)),
+			expErr:       "needs exactly one of auth or authRef, not both",
 			expConfigErr: true,
 		},
 		"A ClusterSecretStore should read each reference from the namespace it names.": {
@@ -289,7 +390,7 @@ func TestResolveEndpoint(t *testing.T) {
 			expConfigErr: true,
 		},
 		"No auth should be a configuration error.": {
-			store:        secretStore(func(k *v1alpha1.KubernetesProvider) { k.Auth = v1alpha1.KubernetesAuth{} }),
+			store:        secretStore(func(k *v1alpha1.KubernetesProvider) { k.Auth = &v1alpha1.KubernetesAuth{} }),
 			objects:      seedObjects("default"),
 			expErr:       "auth needs exactly one of token, cert or serviceAccount",
 			expConfigErr: true,
@@ -528,7 +629,7 @@ func TestStoreFromTypedStores(t *testing.T) {
 		}, got)
 	})
 	t.Run("A ClusterSecretStore should have no namespace and keep its conditions.", func(t *testing.T) {
-		provider := v1alpha1.Provider{Kubernetes: &v1alpha1.KubernetesProvider{Server: v1alpha1.KubernetesServer{URL: upstreamURL}}}
+		provider := v1alpha1.Provider{Kubernetes: &v1alpha1.KubernetesProvider{Server: &v1alpha1.KubernetesServer{URL: upstreamURL}}}
 		conditions := []v1alpha1.ClusterSecretStoreCondition{{Namespaces: []string{"a"}}}
 		got := remote.StoreFromClusterSecretStore(&v1alpha1.ClusterSecretStore{
 			ObjectMeta: metav1.ObjectMeta{Name: "shared"},

@@ -122,11 +122,12 @@ type ClusterSecretStoreList struct {
 // its own namespace, so none of them may name one: the rules below refuse it, as
 // the relay would, instead of reading from elsewhere.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.token) || !has(self.provider.kubernetes.auth.token.bearerToken.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.auth.token.bearerToken.namespace",reason=FieldValueForbidden
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.cert) || !has(self.provider.kubernetes.auth.cert.clientCert.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.auth.cert.clientCert.namespace",reason=FieldValueForbidden
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.cert) || !has(self.provider.kubernetes.auth.cert.clientKey.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.auth.cert.clientKey.namespace",reason=FieldValueForbidden
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.server.caProvider) || !has(self.provider.kubernetes.server.caProvider.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.server.caProvider.namespace",reason=FieldValueForbidden
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.serviceAccount) || !has(self.provider.kubernetes.auth.serviceAccount.__namespace__)",message="a SecretStore uses a ServiceAccount of its own namespace",fieldPath=".provider.kubernetes.auth.serviceAccount.namespace",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth) || !has(self.provider.kubernetes.auth.token) || !has(self.provider.kubernetes.auth.token.bearerToken.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.auth.token.bearerToken.namespace",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth) || !has(self.provider.kubernetes.auth.cert) || !has(self.provider.kubernetes.auth.cert.clientCert.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.auth.cert.clientCert.namespace",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth) || !has(self.provider.kubernetes.auth.cert) || !has(self.provider.kubernetes.auth.cert.clientKey.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.auth.cert.clientKey.namespace",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.server) || !has(self.provider.kubernetes.server.caProvider) || !has(self.provider.kubernetes.server.caProvider.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.server.caProvider.namespace",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth) || !has(self.provider.kubernetes.auth.serviceAccount) || !has(self.provider.kubernetes.auth.serviceAccount.__namespace__)",message="a SecretStore uses a ServiceAccount of its own namespace",fieldPath=".provider.kubernetes.auth.serviceAccount.namespace",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.authRef) || !has(self.provider.kubernetes.authRef.__namespace__)",message="a SecretStore reads references from its own namespace",fieldPath=".provider.kubernetes.authRef.namespace",reason=FieldValueForbidden
 type SecretStoreSpec struct {
 	// Provider says where the Secrets come from.
 	// +required
@@ -136,11 +137,12 @@ type SecretStoreSpec struct {
 // ClusterSecretStoreSpec is a ClusterSecretStore's spec. Every reference must name
 // its namespace, and conditions limit who may use the store.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.token) || has(self.provider.kubernetes.auth.token.bearerToken.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.token.bearerToken.namespace",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.cert) || has(self.provider.kubernetes.auth.cert.clientCert.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.cert.clientCert.namespace",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.cert) || has(self.provider.kubernetes.auth.cert.clientKey.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.cert.clientKey.namespace",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.server.caProvider) || has(self.provider.kubernetes.server.caProvider.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.server.caProvider.namespace",reason=FieldValueRequired
-// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth.serviceAccount) || has(self.provider.kubernetes.auth.serviceAccount.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.serviceAccount.namespace",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth) || !has(self.provider.kubernetes.auth.token) || has(self.provider.kubernetes.auth.token.bearerToken.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.token.bearerToken.namespace",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth) || !has(self.provider.kubernetes.auth.cert) || has(self.provider.kubernetes.auth.cert.clientCert.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.cert.clientCert.namespace",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth) || !has(self.provider.kubernetes.auth.cert) || has(self.provider.kubernetes.auth.cert.clientKey.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.cert.clientKey.namespace",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.server) || !has(self.provider.kubernetes.server.caProvider) || has(self.provider.kubernetes.server.caProvider.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.server.caProvider.namespace",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.auth) || !has(self.provider.kubernetes.auth.serviceAccount) || has(self.provider.kubernetes.auth.serviceAccount.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.auth.serviceAccount.namespace",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.provider.kubernetes.authRef) || has(self.provider.kubernetes.authRef.__namespace__)",message="a ClusterSecretStore's references name their namespace",fieldPath=".provider.kubernetes.authRef.namespace",reason=FieldValueRequired
 type ClusterSecretStoreSpec struct {
 	// Provider says where the Secrets come from.
 	// +required
@@ -162,10 +164,14 @@ type Provider struct {
 
 // KubernetesProvider reaches an upstream Kubernetes API server, as External
 // Secrets Operator's kubernetes provider does.
+// +kubebuilder:validation:XValidation:rule="has(self.auth) != has(self.authRef)",message="kubernetes needs exactly one of auth or authRef"
+// +kubebuilder:validation:XValidation:rule="has(self.server) || has(self.authRef)",message="server is required unless authRef's kubeconfig gives it",fieldPath=".server",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.server) || (has(self.authRef) ? !has(self.server.caBundle) && !has(self.server.caProvider) : has(self.server.caBundle) != has(self.server.caProvider))",message="server needs exactly one of caBundle or caProvider, or neither with authRef, whose kubeconfig gives the CA",fieldPath=".server"
 type KubernetesProvider struct {
-	// Server is the upstream API server and how to verify it.
-	// +required
-	Server KubernetesServer `json:"server"`
+	// Server is the upstream API server and how to verify it. With authRef it may
+	// be omitted, or give only the URL, which must then be the kubeconfig's.
+	// +optional
+	Server *KubernetesServer `json:"server,omitempty"`
 	// RemoteNamespace is the upstream namespace Secrets are read from.
 	// +kubebuilder:default=default
 	// +kubebuilder:validation:MinLength=1
@@ -174,13 +180,25 @@ type KubernetesProvider struct {
 	// +optional
 	RemoteNamespace string `json:"remoteNamespace,omitempty"`
 	// Auth is how secret-relay authenticates upstream; exactly one of token, cert or
-	// serviceAccount.
-	// +required
-	Auth KubernetesAuth `json:"auth"`
+	// serviceAccount. Exactly one of auth or authRef is set.
+	// +optional
+	Auth *KubernetesAuth `json:"auth,omitempty"`
+	// AuthRef is a kubeconfig held in a Secret: the server, CA and credentials of
+	// its current context are used. Only data inline in the kubeconfig counts: a
+	// token or a client certificate and key, no file, exec plugin or auth provider.
+	// +optional
+	AuthRef *SecretKeySelector `json:"authRef,omitempty"`
+}
+
+// CAProviderOrNil is the server's caProvider; nil when there is none, or no server.
+func (s *KubernetesServer) CAProviderOrNil() *CAProvider {
+	if s == nil {
+		return nil
+	}
+	return s.CAProvider
 }
 
 // KubernetesServer is the upstream API server's address and trust anchor.
-// +kubebuilder:validation:XValidation:rule="has(self.caBundle) != has(self.caProvider)",message="server needs exactly one of caBundle or caProvider"
 type KubernetesServer struct {
 	// URL is the API server address; it must be https.
 	// +kubebuilder:validation:MaxLength=2048

@@ -126,7 +126,30 @@ auth:
 			},
 			"A store without auth should be refused.": {
 				kind: ss, kubernetes: strings.Split(seedKubernetes, "auth:")[0],
-				expErrs: []string{"spec.provider.kubernetes.auth: Required value"},
+				expErrs: []string{"kubernetes needs exactly one of auth or authRef"},
+			},
+			"A SecretStore with only authRef should be accepted: its kubeconfig gives server and credentials.": {
+				kind: ss, kubernetes: "remoteNamespace: default\nauthRef: {name: upstream-kubeconfig, key: config}\n",
+			},
+			"authRef beside auth should be refused.": {
+				kind: ss, kubernetes: seedKubernetes + "authRef: {name: upstream-kubeconfig, key: config}\n",
+				expErrs: []string{"kubernetes needs exactly one of auth or authRef"},
+			},
+			"authRef beside a server CA should be refused: the kubeconfig gives the CA.": {
+				kind: ss, kubernetes: "server: {url: \"https://upstream.example:6443\", caBundle: UEVN}\nauthRef: {name: upstream-kubeconfig, key: config}\n",
+				expErrs: []string{"or neither with authRef, whose kubeconfig gives the CA"},
+			},
+			"A SecretStore's authRef naming a namespace should be refused.": {
+				kind: ss, kubernetes: "authRef: {name: upstream-kubeconfig, key: config, namespace: kube-system}\n",
+				expErrs: []string{"spec.provider.kubernetes.authRef.namespace: Forbidden"},
+			},
+			"A ClusterSecretStore's authRef without a namespace should be refused.": {
+				kind: css, kubernetes: "authRef: {name: upstream-kubeconfig, key: config}\n",
+				expErrs: []string{"spec.provider.kubernetes.authRef.namespace: Required value"},
+			},
+			"A store with neither server nor authRef should be refused.": {
+				kind: ss, kubernetes: "auth: {token: {bearerToken: {name: remote-sa-token, key: token}}}\n",
+				expErrs: []string{"server is required unless authRef's kubeconfig gives it"},
 			},
 			"A caProvider of type Foo should be refused.": {
 				kind: ss, kubernetes: strings.Replace(seedKubernetes, "type: ConfigMap", "type: Foo", 1),
