@@ -109,6 +109,13 @@ func TestServiceAccountAuth(t *testing.T) {
 		assert.Contains(t, storeStatusOf(t, w, ns, "ghost-store").message, "ServiceAccount team-sa/ghost not found downstream")
 	})
 
+	t.Run("A store whose audience the upstream does not trust should say so: 401, and the likely cause.", func(t *testing.T) {
+		store("untrusted-audience", "relay-reader", ", audiences: [not-the-upstream]")
+		waitForStoreStatus(t, w, ns, "untrusted-audience", "False", "ValidationFailed", 30*time.Second)
+		assert.Contains(t, storeStatusOf(t, w, ns, "untrusted-audience").message,
+			`refused the store's credentials (401 Unauthorized); the upstream does not accept tokens of ServiceAccount team-sa/relay-reader for audiences ["not-the-upstream"]: does it trust this cluster's issuer, for those audiences?`)
+	})
+
 	t.Run("A store without audiences should be refused: its token would be valid downstream.", func(t *testing.T) {
 		store("no-audience", "relay-reader", "")
 		waitForStoreStatus(t, w, ns, "no-audience", "False", "InvalidStoreConfiguration", 30*time.Second)
