@@ -19,9 +19,10 @@ const usage = `secret-relay relays Secrets from an upstream cluster at pod admis
 
 Usage:
   secret-relay serve [flags]   run the webhook and the sync controller
+  secret-relay check STORE     check, step by step, that a store works
   secret-relay version         print the version
 
-Run 'secret-relay serve --help' for the flags.
+Run 'secret-relay serve --help' or 'secret-relay check --help' for the flags.
 `
 
 func main() {
@@ -54,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return serve(ctx, flags)
+	case "check":
+		return runCheck(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -103,6 +103,21 @@ func TestServiceAccountAuth(t *testing.T) {
 		waitForStoreStatus(t, w, ns, "remote-k8s-store", "True", "Valid", 10*time.Second)
 	})
 
+	t.Run("secret-relay check should show the minted token's issuer and audiences, and the user upstream, never the token.", func(t *testing.T) {
+		out, ok := check(t, w, "-n", ns, "remote-k8s-store")
+		require.True(t, ok)
+		issuer := strings.TrimSuffix(w.Down.URL(), "/")
+		assert.Contains(t, out, fmt.Sprintf(`  ok    token minted: for ServiceAccount team-sa/relay-reader: issuer %s, audiences ["%s"], expires `, issuer, cluster.UpstreamAudience))
+		assert.Contains(t, out, "the upstream accepted its credentials, as user "+user)
+		assert.NotContains(t, out, "eyJ", "no JWT")
+
+		store("check-untrusted", "relay-reader", ", audiences: [not-the-upstream]")
+		out, ok = check(t, w, "-n", ns, "check-untrusted")
+		require.False(t, ok)
+		assert.Contains(t, out, "  FAIL  credentials accepted: the upstream answered 401 Unauthorized")
+		assert.Contains(t, out, `  fix:  the upstream's AuthenticationConfiguration must trust this cluster's issuer for audiences ["not-the-upstream"]`)
+	})
+
 	t.Run("A store naming a ServiceAccount that does not exist should say so in its status.", func(t *testing.T) {
 		store("ghost-store", "ghost", ", audiences: ["+cluster.UpstreamAudience+"]")
 		waitForStoreStatus(t, w, ns, "ghost-store", "False", "InvalidStoreConfiguration", 30*time.Second)
