@@ -345,21 +345,15 @@ func (w *World) SeedStoreAt(t testing.TB, ns, name, url string) {
 func (w *World) seedStore(t testing.TB, ns, name string, reader Reader, url string) {
 	t.Helper()
 	w.seedStoreRefs(t, ns, reader)
-	w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: %s, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server:
-        url: %s
-        caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
-      remoteNamespace: %s
-      auth:
-        token:
-          bearerToken: {name: remote-sa-token, key: token}
-`, name, ns, url, reader.Namespace))
+	w.ApplySecretStore(t, ns, name, fmt.Sprintf(`
+server:
+  url: %s
+  caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
+remoteNamespace: %s
+auth:
+  token:
+    bearerToken: {name: remote-sa-token, key: token}
+`, url, reader.Namespace))
 }
 
 // SeedStoreRefs creates, in downstream namespace ns, the seed's remote-sa-token
@@ -393,17 +387,32 @@ func (w *World) SeedTokenStore(t testing.TB, ns, name, url, remoteNamespace, tok
 	t.Helper()
 	w.Down.EnsureNamespace(t, ns)
 	w.Down.CreateSecret(t, ns, "token", map[string]string{"token": token})
-	w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
+	w.ApplySecretStore(t, ns, name, fmt.Sprintf(`
+server: {url: %q, caBundle: %s}
+remoteNamespace: %s
+auth: {token: {bearerToken: {name: token, key: token}}}
+`, url, base64.StdEncoding.EncodeToString(w.Up.CA()), remoteNamespace))
+}
+
+// ApplySecretStore creates SecretStore ns/name whose spec.provider.kubernetes is
+// the YAML provider.
+func (w *World) ApplySecretStore(t testing.TB, ns, name, provider string) {
+	t.Helper()
+	require.NoError(t, w.ApplyErr(t, SecretStoreYAML(ns, name, provider)))
+}
+
+// SecretStoreYAML is the manifest ApplySecretStore creates, for a test that
+// expects the API server to refuse it (ApplyErr).
+func SecretStoreYAML(ns, name, provider string) string {
+	indented := "      " + strings.ReplaceAll(strings.TrimSpace(provider), "\n", "\n      ")
+	return fmt.Sprintf(`apiVersion: secret-relay.io/v1alpha1
 kind: SecretStore
 metadata: {name: %s, namespace: %s}
 spec:
   provider:
     kubernetes:
-      server: {url: %q, caBundle: %s}
-      remoteNamespace: %s
-      auth: {token: {bearerToken: {name: token, key: token}}}
-`, name, ns, url, base64.StdEncoding.EncodeToString(w.Up.CA()), remoteNamespace))
+%s
+`, name, ns, indented)
 }
 
 // Apply creates a store from YAML through the dynamic client.

@@ -47,16 +47,7 @@ func TestAuthRef(t *testing.T) {
 		require.NoError(t, err)
 	}
 	store := func(name, secret string) {
-		w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: %s, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      remoteNamespace: default
-      authRef: {name: %s, key: config}
-`, name, ns, secret))
+		w.ApplySecretStore(t, ns, name, fmt.Sprintf("remoteNamespace: default\nauthRef: {name: %s, key: config}\n", secret))
 	}
 
 	t.Run("A store with only authRef should relay through its kubeconfig.", func(t *testing.T) {

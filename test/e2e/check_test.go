@@ -54,16 +54,10 @@ func TestCheck(t *testing.T) {
 		other, err := certstest.NewCA("not-the-upstream")
 		require.NoError(t, err)
 		w.Down.CreateSecret(t, ns, "token", map[string]string{"token": w.Reader.Token})
-		w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: wrong-ca, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server: {url: %q, caBundle: %s}
-      auth: {token: {bearerToken: {name: token, key: token}}}
-`, ns, w.Up.URL(), base64.StdEncoding.EncodeToString(other.CertPEM())))
+		w.ApplySecretStore(t, ns, "wrong-ca", fmt.Sprintf(`
+server: {url: %q, caBundle: %s}
+auth: {token: {bearerToken: {name: token, key: token}}}
+`, w.Up.URL(), base64.StdEncoding.EncodeToString(other.CertPEM())))
 		out, ok := check(t, w, "SecretStore/wrong-ca", "-n", ns)
 		require.False(t, ok)
 		assert.Contains(t, out, "  FAIL  CA verifies the upstream: tls: failed to verify certificate: x509: certificate signed by unknown authority")

@@ -148,32 +148,20 @@ func TestServiceAccountAuth(t *testing.T) {
 		defer hostile.Close()
 		ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hostile.Certificate().Raw})
 		// The downstream's API audience is its issuer, https://127.0.0.1:<port>.
-		w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: own-audience, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server: {url: %s, caBundle: %s}
-      auth: {serviceAccount: {name: relay-reader, audiences: [%s]}}
-`, ns, hostile.URL, base64.StdEncoding.EncodeToString(ca), strings.TrimSuffix(w.Down.URL(), "/")))
+		w.ApplySecretStore(t, ns, "own-audience", fmt.Sprintf(`
+server: {url: %s, caBundle: %s}
+auth: {serviceAccount: {name: relay-reader, audiences: [%s]}}
+`, hostile.URL, base64.StdEncoding.EncodeToString(ca), strings.TrimSuffix(w.Down.URL(), "/")))
 		waitForStoreStatus(t, w, ns, "own-audience", "False", "InvalidStoreConfiguration", 30*time.Second)
 		assert.Contains(t, storeStatusOf(t, w, ns, "own-audience").message, "are accepted by this cluster's own API server")
 		assert.Zero(t, got.Load(), "the hostile server got no token")
 	})
 
 	t.Run("A SecretStore naming another namespace's ServiceAccount should be refused by the API server.", func(t *testing.T) {
-		err := w.ApplyErr(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: elsewhere, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server: {url: %s, caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}}
-      auth: {serviceAccount: {name: default, namespace: kube-system, audiences: [%s]}}
-`, ns, w.Up.URL(), cluster.UpstreamAudience))
+		err := w.ApplyErr(t, cluster.SecretStoreYAML(ns, "elsewhere", fmt.Sprintf(`
+server: {url: %s, caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}}
+auth: {serviceAccount: {name: default, namespace: kube-system, audiences: [%s]}}
+`, w.Up.URL(), cluster.UpstreamAudience)))
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "a SecretStore uses a ServiceAccount of its own namespace")
 	})
@@ -253,18 +241,12 @@ func trustServiceAccount(t *testing.T, w *cluster.World, ns, name string) string
 // serviceAccount block (", audiences: [...]", or nothing).
 func applyAccountStore(t *testing.T, w *cluster.World, ns, name, account, audiences string) {
 	t.Helper()
-	w.Apply(t, fmt.Sprintf(`
-apiVersion: secret-relay.io/v1alpha1
-kind: SecretStore
-metadata: {name: %s, namespace: %s}
-spec:
-  provider:
-    kubernetes:
-      server:
-        url: %s
-        caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
-      remoteNamespace: default
-      auth:
-        serviceAccount: {name: %s%s}
-`, name, ns, w.Up.URL(), account, audiences))
+	w.ApplySecretStore(t, ns, name, fmt.Sprintf(`
+server:
+  url: %s
+  caProvider: {type: ConfigMap, name: kube-root-remote-ca.crt, key: ca.crt}
+remoteNamespace: default
+auth:
+  serviceAccount: {name: %s%s}
+`, w.Up.URL(), account, audiences))
 }
