@@ -65,17 +65,81 @@ func (t *Tokens) RenewAfter(d time.Duration) {
 	}
 }
 
-// Source is the token source of ref: tokens cached until their renewal, and
-// requested again at once after the upstream answered 401.
+// Source is the token source of ref: tokens cached until their renewal, reviewed
+// downstream while in use, and requested again at once after the upstream answered
+// 401.
 func (t *Tokens) Source(ref ServiceAccountRef) transport.ResettableTokenSource {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	src, ok := t.sources[ref.key()]
 	if !ok {
-		src = transport.NewCachedTokenSource(tokenRequester{tokens: t, ref: ref})
+		src = &accountToken{req: tokenRequester{tokens: t, ref: ref}, now: time.Now}
 		t.sources[ref.key()] = src
 	}
 	return src
+}
+
+// accountCheckInterval is how often a token in use is reviewed downstream. The
+// upstream checks only its signature and expiry, so it would accept the token of a
+// ServiceAccount deleted downstream until it expires; the review notices within
+// one credential check of the upstream cache after that (contract §3, "Revoked
+// credentials are noticed within 30 s").
+const accountCheckInterval = 15 * time.Second
+
+// accountToken is one ServiceAccount's token, cached: renewed when due, dropped
+// after the upstream answered 401 (ResetTokenOlderThan), and reviewed downstream
+// every accountCheckInterval.
+type accountToken struct {
+	req tokenRequester
+	now func() time.Time
+
+	mu sync.Mutex
+	// tok is the token, its Expiry when it is due for renewal; expires is when it
+	// really expires, and fetched and checked when it was requested and reviewed.
+	tok                       *oauth2.Token
+	expires, fetched, checked time.Time
+}
+
+func (a *accountToken) Token() (*oauth2.Token, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	if a.tok != nil && now.Before(a.tok.Expiry) {
+		if now.Sub(a.checked) < accountCheckInterval {
+			return a.tok, nil
+		}
+		valid, err := a.req.valid(a.tok.AccessToken)
+		switch {
+		case err != nil: // the downstream did not answer: reviewed next time
+			return a.tok, nil
+		case !valid:
+			a.tok = nil
+			return nil, apierrors.NewUnauthorized(fmt.Sprintf(
+				"the token of ServiceAccount %s is no longer valid downstream (the ServiceAccount was deleted or recreated)", a.req.ref))
+		}
+		a.checked = now
+		return a.tok, nil
+	}
+	tok, expires, err := a.req.request(now)
+	if err != nil {
+		if a.tok != nil && now.Before(a.expires) && !apierrors.IsUnauthorized(err) && !apierrors.IsForbidden(err) {
+			return a.tok, nil // a still valid token outlasts a downstream that does not answer
+		}
+		a.tok = nil
+		return nil, err
+	}
+	a.tok, a.expires, a.fetched, a.checked = tok, expires, now, now
+	return tok, nil
+}
+
+// ResetTokenOlderThan drops a token requested before t: the upstream answered 401
+// to a request that began at t.
+func (a *accountToken) ResetTokenOlderThan(t time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.tok != nil && a.fetched.Before(t) {
+		a.tok = nil
+	}
 }
 
 // tokenRequester makes one TokenRequest each time it is asked.
@@ -84,19 +148,19 @@ type tokenRequester struct {
 	ref    ServiceAccountRef
 }
 
-// Token requests a token. Its Expiry is when it is to be renewed, before it
-// expires, so that the cache above renews it then.
-func (r tokenRequester) Token() (*oauth2.Token, error) {
+// request requests a token, at now. Its Expiry is when it is to be renewed, before
+// it expires (the second value), so that accountToken renews it then.
+func (r tokenRequester) request(now time.Time) (*oauth2.Token, time.Time, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	seconds := int64(r.tokens.lifetime.Seconds())
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		Audiences: slices.Clone(r.ref.Audiences), ExpirationSeconds: &seconds,
 	}}
-	issued := time.Now()
+	issued := now
 	got, err := r.tokens.client.CoreV1().ServiceAccounts(r.ref.Namespace).CreateToken(ctx, r.ref.Name, req, metav1.CreateOptions{})
 	if err != nil {
-		return nil, describeTokenError(r.ref, err)
+		return nil, time.Time{}, describeTokenError(r.ref, err)
 	}
 	// The token goes to whatever server.url says. One this cluster's own API
 	// server accepts would let whoever wrote the store act as the ServiceAccount
@@ -105,24 +169,42 @@ func (r tokenRequester) Token() (*oauth2.Token, error) {
 		&authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: got.Status.Token}}, metav1.CreateOptions{})
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("could not check that the token of ServiceAccount %s is not valid on this cluster: %s", r.ref, describeReason(err))
+		return nil, time.Time{}, fmt.Errorf("could not check that the token of ServiceAccount %s is not valid on this cluster: %s", r.ref, describeReason(err))
 	case review.Status.Authenticated:
-		return nil, fmt.Errorf("the audiences %q of ServiceAccount %s are accepted by this cluster's own API server: refused, since the token would be sent upstream; name an audience only the upstream accepts",
+		return nil, time.Time{}, fmt.Errorf("the audiences %q of ServiceAccount %s are accepted by this cluster's own API server: refused, since the token would be sent upstream; name an audience only the upstream accepts",
 			r.ref.Audiences, r.ref)
 	}
+	expires := got.Status.ExpirationTimestamp.Time
+	if expires.IsZero() {
+		expires = issued.Add(r.tokens.lifetime)
+	}
 	renew := issued.Add(r.tokens.renewAfter)
-	if expires := got.Status.ExpirationTimestamp.Time; !expires.IsZero() && expires.Before(renew) {
+	if expires.Before(renew) {
 		renew = expires // the API server gave less than asked
 	}
-	return &oauth2.Token{AccessToken: got.Status.Token, TokenType: "Bearer", Expiry: renew}, nil
+	return &oauth2.Token{AccessToken: got.Status.Token, TokenType: "Bearer", Expiry: renew}, expires, nil
+}
+
+// valid reviews token downstream, for its audiences: false once its ServiceAccount
+// is gone.
+func (r tokenRequester) valid(token string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	review, err := r.tokens.client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
+		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: slices.Clone(r.ref.Audiences)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return false, err
+	}
+	return review.Status.Authenticated, nil
 }
 
 // describeTokenError says why a token could not be requested, in words a user can
 // act on, and never with the request's content.
 func describeTokenError(ref ServiceAccountRef, err error) error {
 	switch {
-	case apierrors.IsNotFound(err):
-		return fmt.Errorf("ServiceAccount %s not found downstream", ref)
+	case apierrors.IsNotFound(err): // its credentials are gone: a refusal, as a 401 is
+		return apierrors.NewUnauthorized(fmt.Sprintf("ServiceAccount %s not found downstream", ref))
 	case apierrors.IsForbidden(err):
 		return fmt.Errorf("secret-relay may not request tokens for ServiceAccount %s: install it with serviceAccountAuth.enabled=true (or the kustomize component manifests/components/service-account-auth)", ref)
 	default:

@@ -166,6 +166,23 @@ auth: {serviceAccount: {name: default, namespace: kube-system, audiences: [%s]}}
 		assert.Contains(t, err.Error(), "a SecretStore uses a ServiceAccount of its own namespace")
 	})
 
+	t.Run("A ServiceAccount deleted downstream should be noticed within 30 s, though the upstream would accept its token; the copy keeps its data.", func(t *testing.T) {
+		require.NoError(t, w.Down.Client.CoreV1().ServiceAccounts(ns).Delete(ctx, "relay-reader", metav1.DeleteOptions{}))
+		deleted := time.Now()
+		waitForStoreStatus(t, w, ns, "remote-k8s-store", "False", "ValidationFailed", 30*time.Second)
+		t.Logf("ServiceAccount deleted → store ValidationFailed in %s", time.Since(deleted).Round(time.Millisecond))
+		assert.Contains(t, storeStatusOf(t, w, ns, "remote-k8s-store").message, "team-sa/relay-reader")
+		_, err := w.Down.Client.CoreV1().Pods(ns).Create(ctx, cluster.Pod("after-delete", map[string]string{
+			relay.AnnotationStore: "remote-k8s-store", relay.AnnotationSecrets: "- late-0\n",
+		}), metav1.CreateOptions{})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "remote-k8s-store")
+		t.Logf("the denial: %v", err)
+		copied, err := w.Down.Client.CoreV1().Secrets(ns).Get(ctx, "pulled-secrets", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, "s3cr3t-rotated-username", string(copied.Data["username"]), "kept")
+	})
+
 	t.Run("No token should reach secret-relay's log.", func(t *testing.T) {
 		log, err := os.ReadFile(w.Relay.LogFile)
 		require.NoError(t, err)
