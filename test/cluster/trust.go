@@ -55,17 +55,36 @@ func StartTrustingPair(t testing.TB, downstream Options) (up, down *ControlPlane
 		t.Fatalf("could not open the downstream's issuer discovery: %v", err)
 	}
 
-	config := filepath.Join(down.Dir(), "upstream-authentication.yaml")
-	if err := os.WriteFile(config, []byte(AuthenticationConfig(issuer, down.CA())), 0o600); err != nil {
+	config := authenticationConfigPath(down)
+	if err := os.WriteFile(config, []byte(AuthenticationConfig(issuer, UpstreamAudience, down.CA())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	up = Start(t, "upstream", Options{AuditLog: true, APIServerArgs: map[string]string{"authentication-config": config}})
 	return up, down
 }
 
+func authenticationConfigPath(down *ControlPlane) string {
+	return filepath.Join(down.Dir(), "upstream-authentication.yaml")
+}
+
+// Distrust makes the upstream of StartTrustingPair stop trusting the downstream's
+// tokens for UpstreamAudience, as an upstream admin removing the trust would: its
+// authentication configuration then accepts another audience only, and its API
+// server restarts to read it.
+func Distrust(t testing.TB, up, down *ControlPlane) {
+	t.Helper()
+	issuer := strings.TrimSuffix(down.URL(), "/")
+	if err := os.WriteFile(authenticationConfigPath(down), []byte(AuthenticationConfig(issuer, "nobody-uses-this", down.CA())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	up.Stop(t)
+	up.Restart(t)
+}
+
 // AuthenticationConfig is the upstream's structured authentication configuration
-// that trusts tokens of issuer, whose discovery ca verifies: the README's.
-func AuthenticationConfig(issuer string, ca []byte) string {
+// that trusts tokens of issuer for audience, whose discovery ca verifies: the
+// README's.
+func AuthenticationConfig(issuer, audience string, ca []byte) string {
 	indented := "      " + strings.ReplaceAll(strings.TrimSpace(string(ca)), "\n", "\n      ")
 	return fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
 kind: AuthenticationConfiguration
@@ -82,5 +101,5 @@ jwt:
   userValidationRules:
   - expression: "!user.username.startsWith('system:')"
     message: "a name of the reserved system: prefix is refused"
-`, issuer, UpstreamAudience, indented, TrustedUserPrefix)
+`, issuer, audience, indented, TrustedUserPrefix)
 }

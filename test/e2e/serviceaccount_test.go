@@ -183,6 +183,26 @@ auth: {serviceAccount: {name: default, namespace: kube-system, audiences: [%s]}}
 		assert.Equal(t, "s3cr3t-rotated-username", string(copied.Data["username"]), "kept")
 	})
 
+	t.Run("Removing the trust upstream should turn the store ValidationFailed within 30 s, saying why.", func(t *testing.T) {
+		trustServiceAccount(t, w, ns+"-distrust", "relay-reader")
+		applyAccountStore(t, w, ns+"-distrust", "trusted", "relay-reader", ", audiences: ["+cluster.UpstreamAudience+"]")
+		waitForStoreStatus(t, w, ns+"-distrust", "trusted", "True", "Valid", 30*time.Second)
+		_, err := w.Down.Client.CoreV1().Pods(ns+"-distrust").Create(ctx, cluster.Pod("app", map[string]string{
+			relay.AnnotationStore: "trusted", relay.AnnotationSecrets: seedAnnotation,
+		}), metav1.CreateOptions{})
+		require.NoError(t, err)
+
+		distrusted := time.Now()
+		cluster.Distrust(t, w.Up, w.Down)
+		waitForStoreStatus(t, w, ns+"-distrust", "trusted", "False", "ValidationFailed", 30*time.Second)
+		t.Logf("trust removed → ValidationFailed, 401, in %s, the upstream's restart included", time.Since(distrusted).Round(time.Millisecond))
+		assert.Contains(t, storeStatusOf(t, w, ns+"-distrust", "trusted").message, "401 Unauthorized")
+		assert.Contains(t, storeStatusOf(t, w, ns+"-distrust", "trusted").message, "does it trust this cluster's issuer")
+		copied, err := w.Down.Client.CoreV1().Secrets(ns+"-distrust").Get(ctx, "pulled-secrets", metav1.GetOptions{})
+		require.NoError(t, err)
+		assert.NotEmpty(t, copied.Data["username"], "the copy keeps its data")
+	})
+
 	t.Run("No token should reach secret-relay's log.", func(t *testing.T) {
 		log, err := os.ReadFile(w.Relay.LogFile)
 		require.NoError(t, err)
@@ -231,13 +251,13 @@ func trustServiceAccount(t *testing.T, w *cluster.World, ns, name string) string
 	ctx := cluster.Context(t)
 	user := cluster.TrustedUserPrefix + "system:serviceaccount:" + ns + ":" + name
 	_, err := w.Up.Client.RbacV1().Roles("default").Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "downstream-" + name},
+		ObjectMeta: metav1.ObjectMeta{Name: "downstream-" + ns + "-" + name},
 		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	_, err = w.Up.Client.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "downstream-" + name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "downstream-" + name},
+		ObjectMeta: metav1.ObjectMeta{Name: "downstream-" + ns + "-" + name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "downstream-" + ns + "-" + name},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
