@@ -19,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/secret-relay/secret-relay/relay"
 	"github.com/secret-relay/secret-relay/test/cluster"
@@ -286,4 +288,82 @@ remoteNamespace: default
 auth:
   serviceAccount: {name: %s%s}
 `, w.Up.URL(), account, audiences))
+}
+
+// TestESOStoresMoveOver checks the README's promise, for every auth method ESO's
+// kubernetes provider has: an ESO SecretStore, as ESO's docs write it, moves over by
+// changing its apiVersion alone, and validates.
+func TestESOStoresMoveOver(t *testing.T) {
+	w := cluster.NewCustomWorld(t, relayBinary, suiteDir, cluster.WorldOptions{TrustDownstream: true})
+	registerLog(w.Relay.LogFile)
+	ctx := cluster.Context(t)
+	const ns = "from-eso"
+	trustServiceAccount(t, w, ns, "relay-reader") // and the CA ConfigMap
+	w.Down.CreateSecret(t, ns, "remote-sa-token", map[string]string{"token": w.Reader.Token})
+	certPEM, keyPEM := w.Up.ClientCertUser(t, "eso-cert-reader")
+	_, err := w.Up.Client.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "eso-cert-reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "downstream-" + ns + "-relay-reader"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "eso-cert-reader"}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	w.Down.CreateSecret(t, ns, "client-tls", map[string]string{"tls.crt": string(certPEM), "tls.key": string(keyPEM)})
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.Clusters["upstream"] = &clientcmdapi.Cluster{Server: w.Up.URL(), CertificateAuthorityData: w.Up.CA()}
+	kubeconfig.AuthInfos["reader"] = &clientcmdapi.AuthInfo{Token: w.Reader.Token}
+	kubeconfig.Contexts["upstream"] = &clientcmdapi.Context{Cluster: "upstream", AuthInfo: "reader"}
+	kubeconfig.CurrentContext = "upstream"
+	raw, err := clientcmd.Write(*kubeconfig)
+	require.NoError(t, err)
+	w.Down.CreateSecret(t, ns, "upstream-kubeconfig", map[string]string{"config": string(raw)})
+
+	server := fmt.Sprintf(`
+      server:
+        url: %s
+        caProvider:
+          type: ConfigMap
+          name: kube-root-remote-ca.crt
+          key: ca.crt`, w.Up.URL())
+	for name, provider := range map[string]string{
+		"token": server + `
+      auth:
+        token:
+          bearerToken:
+            name: remote-sa-token
+            key: token`,
+		"cert": server + `
+      auth:
+        cert:
+          clientCert:
+            name: client-tls
+            key: tls.crt
+          clientKey:
+            name: client-tls
+            key: tls.key`,
+		"serviceaccount": server + `
+      auth:
+        serviceAccount:
+          name: relay-reader
+          audiences:
+          - ` + cluster.UpstreamAudience,
+		"authref": `
+      authRef:
+        name: upstream-kubeconfig
+        key: config`,
+	} {
+		t.Run("An ESO SecretStore with "+name+" auth should validate once its apiVersion is changed.", func(t *testing.T) {
+			eso := fmt.Sprintf(`apiVersion: external-secrets.io/v1
+kind: SecretStore
+metadata:
+  name: k8s-%s
+  namespace: %s
+spec:
+  provider:
+    kubernetes:
+      remoteNamespace: default%s
+`, name, ns, provider)
+			w.Apply(t, strings.Replace(eso, "apiVersion: external-secrets.io/v1", "apiVersion: secret-relay.io/v1alpha1", 1))
+			waitForStoreStatus(t, w, ns, "k8s-"+name, "True", "Valid", 30*time.Second)
+		})
+	}
 }
