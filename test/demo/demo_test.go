@@ -149,7 +149,9 @@ func TestDemo(t *testing.T) {
 		bin, err := cluster.BuildRelay(work)
 		built <- buildResult{bin, err}
 	}()
-	up, down := cluster.StartPair(t, cluster.Options{CRDDirs: []string{cluster.CRDDir()}})
+	// The upstream also trusts the downstream's ServiceAccount tokens, for the
+	// second act; the first does not need it.
+	up, down := cluster.StartTrustingPair(t, cluster.Options{CRDDirs: []string{cluster.CRDDir()}})
 	say("# control planes up in %s", since(start))
 	b := <-built
 	if b.err != nil {
@@ -242,13 +244,16 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("pulled-secrets has username %q after the rotation, want %q", got, "peter2")
 	}
 
+	noStaticCredential(t, k1, k2, b.bin, down)
+
 	heading("Done")
 	values := []string{"peter", "peter2", "asdf1234"}
 	if leaks := findValues(relay.LogFile, values); len(leaks) > 0 {
 		t.Fatalf("secret values found in the secret-relay log:\n%s", strings.Join(leaks, "\n"))
 	}
 	say("# secret-relay's log (debug level) holds none of %s, raw or base64.", strings.Join(values, ", "))
-	say("# The seed's walkthrough, without an ExternalSecret and without waiting for a sync.")
+	say("# The seed's walkthrough, without an ExternalSecret and without waiting for a sync;")
+	say("# then again with no token Secret anywhere.")
 	if !keep {
 		say("# Cleaning up both clusters and secret-relay. Run `make demo KEEP=1` to explore them.")
 		return
@@ -273,6 +278,96 @@ func TestDemo(t *testing.T) {
 	<-ctx.Done()
 	fmt.Println()
 	say("# Stopping: cleaning up both clusters and secret-relay.")
+}
+
+// The second act's objects: the upstream Role for the downstream ServiceAccount, and
+// the store that names it.
+const (
+	accountStoreYAML = `apiVersion: secret-relay.io/v1alpha1
+kind: SecretStore
+metadata:
+  name: remote-k8s-store
+  namespace: team-b
+spec:
+  provider:
+    kubernetes:
+      server:
+        url: %s
+        caProvider:
+          type: ConfigMap
+          name: kube-root-remote-ca.crt
+          key: ca.crt
+      remoteNamespace: default
+      auth:
+        serviceAccount:
+          name: relay-reader
+          audiences: [%s]
+`
+	accountPodYAML = `apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+  namespace: team-b
+  annotations:
+    secret-relay.io/store: remote-k8s-store
+    secret-relay.io/secrets: |
+      - name: pulled-secrets
+        data:
+        - secretKey: username
+          remoteRef: {key: user-credentials, property: username}
+spec:
+  containers:
+  - name: app
+    image: busybox:1.37
+`
+)
+
+// noStaticCredential is the second act: the same walkthrough in namespace team-b,
+// where the store authenticates with short-lived tokens of a downstream
+// ServiceAccount that the upstream trusts (README, "No long-lived credentials").
+func noStaticCredential(t *testing.T, k1, k2 kubectl, relayBinary string, down *cluster.ControlPlane) {
+	t.Helper()
+	user := cluster.TrustedUserPrefix + "system:serviceaccount:team-b:relay-reader"
+	heading("Again, with no long-lived credential: cluster 1 trusts cluster 2's ServiceAccounts")
+	say("# Cluster 1's API server runs with --authentication-config=auth.yaml: it accepts")
+	say("# cluster 2's ServiceAccount tokens, for one audience, as prefixed users.")
+	say("$ cat auth.yaml")
+	config := cluster.AuthenticationConfig(strings.TrimSuffix(down.URL(), "/"), cluster.UpstreamAudience, []byte("(cluster 2's CA, PEM)"))
+	printOutput(config)
+	k1.run("$ kubectl -n default create role downstream-relay-reader --verb=get,list,watch --resource=secrets",
+		"-n", "default", "create", "role", "downstream-relay-reader", "--verb=get,list,watch", "--resource=secrets")
+	k1.run("$ kubectl -n default create rolebinding downstream-relay-reader --role=downstream-relay-reader --user="+user,
+		"-n", "default", "create", "rolebinding", "downstream-relay-reader", "--role=downstream-relay-reader", "--user="+user)
+
+	heading("Cluster 2 (downstream): a ServiceAccount and a store that names it")
+	k2.run("$ kubectl create namespace team-b", "create", "namespace", "team-b")
+	k2.run("$ kubectl -n team-b create serviceaccount relay-reader", "-n", "team-b", "create", "serviceaccount", "relay-reader")
+	k2.run("$ kubectl -n team-b create configmap kube-root-remote-ca.crt --from-file=ca.crt",
+		"-n", "team-b", "create", "configmap", "kube-root-remote-ca.crt", "--from-file=ca.crt="+filepath.Join(k1.dir, "ca.crt"))
+	server := strings.TrimSpace(k1.exec("", "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"))
+	k2.apply(fmt.Sprintf(accountStoreYAML, server, cluster.UpstreamAudience))
+	k2.run("$ kubectl -n team-b wait secretstore/remote-k8s-store --for=condition=Ready --timeout=30s",
+		"-n", "team-b", "wait", "secretstore/remote-k8s-store", "--for=condition=Ready", "--timeout=30s")
+	say("# secret-relay check walks the store to the upstream's answer:")
+	say("$ secret-relay check -n team-b remote-k8s-store")
+	out, err := exec.Command(relayBinary, "check", "--kubeconfig", down.Kubeconfig, "-n", "team-b", "remote-k8s-store").CombinedOutput()
+	printOutput(string(out))
+	if err != nil || !strings.Contains(string(out), "as user "+user) {
+		t.Fatalf("secret-relay check did not pass as %s: %v", user, err)
+	}
+
+	heading("Cluster 2 (downstream): a pod asks, and no token Secret exists")
+	k2.apply(accountPodYAML)
+	teamB := k2
+	teamB.namespace = "team-b"
+	if got := teamB.decode("pulled-secrets", "username"); got != "peter2" {
+		t.Fatalf("pulled-secrets in team-b has username %q, want %q", got, "peter2")
+	}
+	secrets := k2.run("$ kubectl -n team-b get secrets", "-n", "team-b", "get", "secrets")
+	if lines := strings.Split(strings.TrimSpace(secrets), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "pulled-secrets ") {
+		t.Fatalf("team-b should hold the copy alone, no token Secret:\n%s", secrets)
+	}
+	say("# Only the copy: the token lives in secret-relay's memory for an hour at most.")
 }
 
 // findValues returns one line per value found, raw or base64-encoded, in file.
@@ -321,6 +416,8 @@ type kubectl struct {
 	ctx        context.Context
 	kubeconfig string
 	dir        string
+	// namespace, when set, is given to every command, and to decode's shown one.
+	namespace string
 }
 
 // run prints shown, runs kubectl with args and prints its output. shown is what the
@@ -353,7 +450,11 @@ func (k kubectl) apply(manifest string) {
 func (k kubectl) decode(secret, key string) string {
 	k.t.Helper()
 	jsonpath := fmt.Sprintf("{.data.%s}", key)
-	say("$ kubectl get secret %s -o jsonpath='%s' | base64 -d", secret, jsonpath)
+	ns := ""
+	if k.namespace != "" {
+		ns = "-n " + k.namespace + " "
+	}
+	say("$ kubectl %sget secret %s -o jsonpath='%s' | base64 -d", ns, secret, jsonpath)
 	out := k.exec("", "get", "secret", secret, "-o", "jsonpath="+jsonpath)
 	v, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
 	if err != nil {
@@ -378,7 +479,11 @@ func (k kubectl) exec(stdin string, args ...string) string {
 	k.t.Helper()
 	ctx, cancel := context.WithTimeout(k.ctx, 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(cluster.BinaryDir(), "kubectl"), append([]string{"--kubeconfig", k.kubeconfig}, args...)...)
+	base := []string{"--kubeconfig", k.kubeconfig}
+	if k.namespace != "" {
+		base = append(base, "--namespace", k.namespace)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(cluster.BinaryDir(), "kubectl"), append(base, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
