@@ -167,6 +167,9 @@ func (c checker) accepted(ctx context.Context, ep Endpoint) (string, bool) {
 	switch {
 	case apierrors.IsUnauthorized(err):
 		fix := "the credentials are expired, revoked or for another cluster: give the store valid ones"
+		if exp := tokenClaims(ep.Token).Expires; expired(exp) {
+			fix = fmt.Sprintf("the token expired at %s: give the store a new one", exp.UTC().Format(time.RFC3339))
+		}
 		if ep.ServiceAccount != nil {
 			fix = fmt.Sprintf("the upstream's AuthenticationConfiguration must trust this cluster's issuer for audiences %q", ep.ServiceAccount.Audiences)
 		}
@@ -232,6 +235,9 @@ func checkClient(ep Endpoint) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
+// expired reports whether a token's expiry, when it has one, has passed.
+func expired(expires time.Time) bool { return !expires.IsZero() && time.Now().After(expires) }
+
 // jwtClaims are what a check shows of a token: never the token.
 type jwtClaims struct {
 	Issuer    string
@@ -258,7 +264,10 @@ func tokenClaims(token string) jwtClaims {
 	if json.Unmarshal(payload, &raw) != nil {
 		return jwtClaims{}
 	}
-	out := jwtClaims{Issuer: raw.Iss, Expires: time.Unix(raw.Exp, 0)}
+	out := jwtClaims{Issuer: raw.Iss}
+	if raw.Exp > 0 {
+		out.Expires = time.Unix(raw.Exp, 0)
+	}
 	if json.Unmarshal(raw.Aud, &out.Audiences) != nil {
 		var one string
 		if json.Unmarshal(raw.Aud, &one) == nil {

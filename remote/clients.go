@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"time"
 	"strings"
 	"sync"
 
@@ -83,6 +84,8 @@ type storeClient struct {
 	// tokens it sends, if any: for messages.
 	url     string
 	account *ServiceAccountRef
+	// expires is when a bearer token that is a JWT expires; zero otherwise.
+	expires time.Time
 	// versions are the resource versions of the store and of the objects it
 	// references when the client was built: while they stand, nothing needs to be
 	// read or parsed again.
@@ -144,7 +147,8 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 	if err != nil {
 		return storeClient{}, s.configErrorf("%v", err)
 	}
-	sc = storeClient{fingerprint: fp, client: client, versions: versions, url: ep.URL, account: ep.ServiceAccount}
+	sc = storeClient{fingerprint: fp, client: client, versions: versions, url: ep.URL, account: ep.ServiceAccount,
+		expires: tokenClaims(ep.Token).Expires}
 	c.byStore[key] = sc
 	return sc, nil
 }
@@ -193,6 +197,9 @@ func (c *Clients) Refused(s *Store) (url, why string) {
 	c.mu.Lock()
 	sc := c.byStore[s.String()]
 	c.mu.Unlock()
+	if expired(sc.expires) {
+		why = fmt.Sprintf("; the token expired at %s", sc.expires.UTC().Format(time.RFC3339))
+	}
 	if sc.account != nil {
 		why = fmt.Sprintf("; the upstream does not accept tokens of ServiceAccount %s for audiences %q: does it trust this cluster's issuer, for those audiences?",
 			sc.account, sc.account.Audiences)

@@ -1,10 +1,22 @@
 package cluster
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -156,4 +168,54 @@ func (cp *ControlPlane) KubeconfigFor(t testing.TB, ns, name string) string {
 	path := filepath.Join(cp.dir, "kubeconfig-"+ns+"-"+name)
 	must(t, clientcmd.WriteToFile(*cfg, path))
 	return path
+}
+
+// ExpiredToken is a ServiceAccount token of ns/name that the API server itself
+// signed an hour ago, and that expired a minute ago: signed with its own
+// service-account key, as a token it issued would be.
+func (cp *ControlPlane) ExpiredToken(t testing.TB, ns, name string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(cp.env.ControlPlane.APIServer.CertDir, "sa-signer.key"))
+	require.NoError(t, err)
+	block, _ := pem.Decode(raw)
+	require.NotNil(t, block, "the service-account key is PEM")
+	var key crypto.Signer
+	if rsaKey, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		key = rsaKey
+	} else if ecKey, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+		key = ecKey
+	} else {
+		parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		require.NoError(t, err)
+		key = parsed.(crypto.Signer)
+	}
+	alg := "RS256"
+	if _, ok := key.(*ecdsa.PrivateKey); ok {
+		alg = "ES256"
+	}
+	issued := time.Now().Add(-time.Hour)
+	enc := base64.RawURLEncoding
+	header, err := json.Marshal(map[string]string{"alg": alg, "typ": "JWT"})
+	require.NoError(t, err)
+	claims, err := json.Marshal(map[string]any{
+		"iss": cp.URL(), "aud": []string{cp.URL()}, "sub": "system:serviceaccount:" + ns + ":" + name,
+		"iat": issued.Unix(), "nbf": issued.Unix(), "exp": time.Now().Add(-time.Minute).Unix(),
+		"kubernetes.io": map[string]any{"namespace": ns, "serviceaccount": map[string]string{"name": name}},
+	})
+	require.NoError(t, err)
+	signed := enc.EncodeToString(header) + "." + enc.EncodeToString(claims)
+	sum := sha256.Sum256([]byte(signed))
+	var sig []byte
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		sig, err = rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, sum[:])
+		require.NoError(t, err)
+	case *ecdsa.PrivateKey: // JWS wants r and s, each 32 bytes, not ASN.1
+		r, s, err := ecdsa.Sign(rand.Reader, k, sum[:])
+		require.NoError(t, err)
+		sig = append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
+	default:
+		t.Fatalf("the service-account key is a %T", key)
+	}
+	return signed + "." + enc.EncodeToString(sig)
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -71,6 +72,16 @@ auth: {token: {bearerToken: {name: token, key: token}}}
 		require.False(t, ok)
 		assert.Contains(t, out, "  FAIL  credentials accepted: the upstream answered 401 Unauthorized")
 		assert.NotContains(t, out, "not-a-token")
+	})
+
+	t.Run("An expired token should fail with 401 and say when it expired; the store's status too.", func(t *testing.T) {
+		w.SeedTokenStore(t, ns+"-expired", "expired", w.Up.URL(), "default", w.Up.ExpiredToken(t, "default", cluster.ReaderServiceAccount))
+		out, ok := check(t, w, "-n", ns+"-expired", "expired")
+		require.False(t, ok)
+		assert.Contains(t, out, "  FAIL  credentials accepted: the upstream answered 401 Unauthorized")
+		assert.Contains(t, out, "  fix:  the token expired at ")
+		waitForStoreStatus(t, w, ns+"-expired", "expired", "False", "ValidationFailed", 30*time.Second)
+		assert.Contains(t, storeStatusOf(t, w, ns+"-expired", "expired").message, "(401 Unauthorized); the token expired at ")
 	})
 
 	t.Run("Credentials that may get but not list or watch should fail with 403 Forbidden, naming the user and the verbs.", func(t *testing.T) {
