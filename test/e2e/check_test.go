@@ -109,6 +109,17 @@ auth: {token: {bearerToken: {name: token, key: token}}}
 		assert.Contains(t, out, "connection refused")
 	})
 
+	t.Run("A store whose token Secret is missing should fail at its references.", func(t *testing.T) {
+		w.ApplySecretStore(t, ns, "no-token", fmt.Sprintf(`
+server: {url: %q, caBundle: %s}
+auth: {token: {bearerToken: {name: missing, key: token}}}
+`, w.Up.URL(), base64.StdEncoding.EncodeToString(w.Up.CA())))
+		out, ok := check(t, w, "-n", ns, "no-token")
+		require.False(t, ok)
+		assert.Contains(t, out, "  FAIL  references resolve: Secret check/missing not found")
+		assert.Contains(t, out, "  fix:  fix the store, or create what it references")
+	})
+
 	t.Run("A store that does not exist should be named.", func(t *testing.T) {
 		out, ok := check(t, w, "-n", ns, "ghost")
 		require.False(t, ok)

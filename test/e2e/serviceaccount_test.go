@@ -124,6 +124,9 @@ func TestServiceAccountAuth(t *testing.T) {
 		store("ghost-store", "ghost", ", audiences: ["+cluster.UpstreamAudience+"]")
 		waitForStoreStatus(t, w, ns, "ghost-store", "False", "InvalidStoreConfiguration", 30*time.Second)
 		assert.Contains(t, storeStatusOf(t, w, ns, "ghost-store").message, "ServiceAccount team-sa/ghost not found downstream")
+		out, ok := check(t, w, "-n", ns, "ghost-store")
+		require.False(t, ok)
+		assert.Contains(t, out, "  FAIL  token minted: ServiceAccount team-sa/ghost not found downstream")
 	})
 
 	t.Run("A store whose audience the upstream does not trust should say so: 401, and the likely cause.", func(t *testing.T) {
