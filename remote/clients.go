@@ -211,7 +211,17 @@ func (c *Clients) Refused(s *Store) (url, why string) {
 func (c *Clients) Forget(storeKey string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	gone := c.byStore[storeKey].account
 	delete(c.byStore, storeKey)
+	if gone == nil || c.tokens == nil {
+		return
+	}
+	for _, sc := range c.byStore {
+		if sc.account != nil && sc.account.key() == gone.key() {
+			return // another store still sends its tokens
+		}
+	}
+	c.tokens.forget(*gone)
 }
 
 // Upstreams keeps the watch caches that stores read through: one per upstream

@@ -79,6 +79,13 @@ func (t *Tokens) Source(ref ServiceAccountRef) transport.ResettableTokenSource {
 	return src
 }
 
+// forget drops ref's token: no store names it any more.
+func (t *Tokens) forget(ref ServiceAccountRef) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.sources, ref.key())
+}
+
 // accountCheckInterval is how often a token in use is reviewed downstream. The
 // upstream checks only its signature and expiry, so it would accept the token of a
 // ServiceAccount deleted downstream until it expires; the review notices within

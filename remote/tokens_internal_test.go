@@ -83,3 +83,17 @@ func TestAccountToken(t *testing.T) {
 		assert.Contains(t, err.Error(), "the token of ServiceAccount team-a/reader is no longer valid downstream")
 	})
 }
+
+func TestForgottenStoreDropsItsToken(t *testing.T) {
+	ref := ServiceAccountRef{Namespace: "team-a", Name: "reader", Audiences: []string{"up"}}
+	c := NewClients(nil, nil)
+	c.MintTokensWith(NewTokens(fake.NewClientset()))
+	src := c.tokens.Source(ref)
+	c.byStore["SecretStore team-a/one"] = storeClient{account: &ref}
+	c.byStore["SecretStore team-a/two"] = storeClient{account: &ref}
+
+	c.Forget("SecretStore team-a/one")
+	assert.Same(t, src, c.tokens.Source(ref), "the other store still uses it")
+	c.Forget("SecretStore team-a/two")
+	assert.NotSame(t, src, c.tokens.Source(ref), "dropped with the last store that named it")
+}
