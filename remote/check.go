@@ -96,7 +96,7 @@ func (c checker) resolve(ctx context.Context, refs RefReader, tokens *Tokens) (E
 		return ep, true
 	}
 	ep.TokenSource = tokens.Source(*ep.ServiceAccount)
-	tok, err := ep.TokenSource.Token()
+	tok, err := tokens.first(ctx, *ep.ServiceAccount)
 	if err != nil {
 		c.fail("token minted", err.Error(), "create the ServiceAccount, or install secret-relay with serviceAccountAuth.enabled=true")
 		return Endpoint{}, false

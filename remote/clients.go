@@ -126,7 +126,7 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 		return storeClient{}, err
 	}
 	if ep.ServiceAccount != nil {
-		if err := c.tokenSource(s, &ep); err != nil {
+		if err := c.tokenSource(ctx, s, &ep); err != nil {
 			return storeClient{}, err
 		}
 	}
@@ -156,12 +156,12 @@ func (c *Clients) forStore(ctx context.Context, s *Store) (storeClient, error) {
 // tokenSource gives ep its ServiceAccount's token source, and requests a token
 // once, so that a ServiceAccount that does not exist, or tokens secret-relay may
 // not request, are the store's configuration errors.
-func (c *Clients) tokenSource(s *Store, ep *Endpoint) error {
+func (c *Clients) tokenSource(ctx context.Context, s *Store, ep *Endpoint) error {
 	if c.tokens == nil {
 		return s.configErrorf("serviceAccount auth is not available in this process")
 	}
 	ep.TokenSource = c.tokens.Source(*ep.ServiceAccount)
-	if _, err := ep.TokenSource.Token(); err != nil {
+	if _, err := c.tokens.first(ctx, *ep.ServiceAccount); err != nil {
 		return s.configErrorf("%v", err)
 	}
 	return nil

@@ -79,6 +79,11 @@ func (t *Tokens) Source(ref ServiceAccountRef) transport.ResettableTokenSource {
 	return src
 }
 
+// first is the token of ref now, within ctx: what a store's client is built with.
+func (t *Tokens) first(ctx context.Context, ref ServiceAccountRef) (*oauth2.Token, error) {
+	return t.Source(ref).(*accountToken).tokenContext(ctx)
+}
+
 // forget drops ref's token: no store names it any more.
 func (t *Tokens) forget(ref ServiceAccountRef) {
 	t.mu.Lock()
@@ -107,7 +112,13 @@ type accountToken struct {
 	expires, fetched, checked time.Time
 }
 
-func (a *accountToken) Token() (*oauth2.Token, error) {
+// Token is the token for a request about to be sent upstream; oauth2 gives it no
+// context, so a renewal is bounded by its own timeout.
+func (a *accountToken) Token() (*oauth2.Token, error) { return a.tokenContext(context.Background()) }
+
+// tokenContext is Token within ctx: a review that builds its store's client waits
+// for the first token no longer than its own deadline.
+func (a *accountToken) tokenContext(ctx context.Context) (*oauth2.Token, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.now()
@@ -115,7 +126,7 @@ func (a *accountToken) Token() (*oauth2.Token, error) {
 		if now.Sub(a.checked) < accountCheckInterval {
 			return a.tok, nil
 		}
-		valid, err := a.req.valid(a.tok.AccessToken)
+		valid, err := a.req.valid(ctx, a.tok.AccessToken)
 		switch {
 		case err != nil: // the downstream did not answer: reviewed next time
 			return a.tok, nil
@@ -127,7 +138,7 @@ func (a *accountToken) Token() (*oauth2.Token, error) {
 		a.checked = now
 		return a.tok, nil
 	}
-	tok, expires, err := a.req.request(now)
+	tok, expires, err := a.req.request(ctx, now)
 	if err != nil {
 		if a.tok != nil && now.Before(a.expires) && !apierrors.IsUnauthorized(err) && !apierrors.IsForbidden(err) {
 			return a.tok, nil // a still valid token outlasts a downstream that does not answer
@@ -155,10 +166,13 @@ type tokenRequester struct {
 	ref    ServiceAccountRef
 }
 
+// tokenTimeout bounds each downstream call for a token.
+const tokenTimeout = 10 * time.Second
+
 // request requests a token, at now. Its Expiry is when it is to be renewed, before
 // it expires (the second value), so that accountToken renews it then.
-func (r tokenRequester) request(now time.Time) (*oauth2.Token, time.Time, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (r tokenRequester) request(ctx context.Context, now time.Time) (*oauth2.Token, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, tokenTimeout)
 	defer cancel()
 	seconds := int64(r.tokens.lifetime.Seconds())
 	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
@@ -194,8 +208,8 @@ func (r tokenRequester) request(now time.Time) (*oauth2.Token, time.Time, error)
 
 // valid reviews token downstream, for its audiences: false once its ServiceAccount
 // is gone.
-func (r tokenRequester) valid(token string) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (r tokenRequester) valid(ctx context.Context, token string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, tokenTimeout)
 	defer cancel()
 	review, err := r.tokens.client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
 		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: slices.Clone(r.ref.Audiences)},
