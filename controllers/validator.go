@@ -294,6 +294,9 @@ func (v *StoreValidator) validate(ctx context.Context, s *remote.Store) v1alpha1
 	if err != nil {
 		switch {
 		case apierrors.IsUnauthorized(err):
+			if gone, ok := remote.RevokedDownstream(err); ok {
+				return fail(v1alpha1.ReasonValidationFailed, "%s", gone)
+			}
 			return fail(v1alpha1.ReasonValidationFailed, "upstream %s refused the store's credentials (401 Unauthorized)%s", url, why)
 		case remote.Unreachable(err):
 			return fail(v1alpha1.ReasonValidationFailed, "upstream %s unreachable: %s", url, remote.DescribeUpstreamError(err))

@@ -299,6 +299,7 @@ auth:
 func TestESOStoresMoveOver(t *testing.T) {
 	w := cluster.NewCustomWorld(t, relayBinary, suiteDir, cluster.WorldOptions{TrustDownstream: true})
 	registerLog(w.Relay.LogFile)
+	w.Relay.Register(t, w.Down)
 	ctx := cluster.Context(t)
 	const ns = "from-eso"
 	trustServiceAccount(t, w, ns, "relay-reader") // and the CA ConfigMap
@@ -369,4 +370,21 @@ spec:
 			waitForStoreStatus(t, w, ns, "k8s-"+name, "True", "Valid", 30*time.Second)
 		})
 	}
+
+	// This world renews tokens as production does, every 48 minutes: what notices a
+	// deleted ServiceAccount is the review of its token downstream, every 5 s while
+	// a cache uses it, which the downstream API server caches for 10 s.
+	t.Run("A ServiceAccount deleted downstream should be noticed within 30 s without a renewal.", func(t *testing.T) {
+		_, err := w.Down.Client.CoreV1().Pods(ns).Create(ctx, cluster.Pod("app", map[string]string{
+			relay.AnnotationStore: "k8s-serviceaccount", relay.AnnotationSecrets: seedAnnotation,
+		}), metav1.CreateOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, "peter", string(localSecret(t, w, ns, "pulled-secrets").Data["username"]), "relayed through the store")
+		require.NoError(t, w.Down.Client.CoreV1().ServiceAccounts(ns).Delete(ctx, "relay-reader", metav1.DeleteOptions{}))
+		deleted := time.Now()
+		waitForStoreStatus(t, w, ns, "k8s-serviceaccount", "False", "ValidationFailed", 30*time.Second)
+		t.Logf("ServiceAccount deleted → ValidationFailed in %s, with no renewal due", time.Since(deleted).Round(time.Millisecond))
+		// The review drops the token; the request for a new one then finds no ServiceAccount.
+		assert.Regexp(t, `from-eso/relay-reader (is no longer valid|not found) downstream`, storeStatusOf(t, w, ns, "k8s-serviceaccount").message)
+	})
 }
