@@ -49,9 +49,12 @@ func TestOrphans(t *testing.T) {
 	t.Logf("bare pod deleted → its copy deleted in %s (grace %s)", took.Round(10*time.Millisecond), grace)
 	assert.GreaterOrEqual(t, took, grace, "never before the grace period")
 	assert.Equal(t, 1.0, w.Relay.Metric(t, "secret_relay_orphans_deleted_total"))
-	events, err := w.Down.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "reason=OrphanDeleted"})
-	require.NoError(t, err)
-	assert.Len(t, events.Items, 1)
+	// Events are written in the background, after the deletion.
+	require.Eventually(t, func() bool {
+		events, err := w.Down.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "reason=OrphanDeleted"})
+		require.NoError(t, err)
+		return len(events.Items) == 1
+	}, 5*time.Second, 50*time.Millisecond, "one OrphanDeleted event")
 
 	// Twice the grace period more, and the copy the live pod uses is still there.
 	time.Sleep(2 * grace)
