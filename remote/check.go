@@ -14,7 +14,6 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -62,11 +61,15 @@ func Check(ctx context.Context, s *Store, refs RefReader, tokens *Tokens, emit f
 	if !c.reachable(ctx, addr) || !c.verifies(ctx, addr, u.Hostname(), ep.CA) {
 		return CheckResult{}
 	}
-	user, ok := c.accepted(ctx, ep)
+	client, err := checkClient(ep)
+	if err != nil {
+		return c.fail("credentials accepted", err.Error(), "fix the store's auth")
+	}
+	user, ok := c.accepted(ctx, client, ep)
 	if !ok {
 		return CheckResult{}
 	}
-	if !c.mayRead(ctx, ep, user) {
+	if !c.mayRead(ctx, client, user) {
 		return CheckResult{}
 	}
 	return CheckResult{User: user, OK: true}
@@ -155,12 +158,7 @@ func (c checker) verifies(ctx context.Context, addr, host string, ca []byte) boo
 }
 
 // accepted asks the upstream who the credentials are (a SelfSubjectReview).
-func (c checker) accepted(ctx context.Context, ep Endpoint) (string, bool) {
-	client, err := checkClient(ep)
-	if err != nil {
-		c.fail("credentials accepted", err.Error(), "fix the store's auth")
-		return "", false
-	}
+func (c checker) accepted(ctx context.Context, client kubernetes.Interface, ep Endpoint) (string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	review, err := client.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
@@ -190,27 +188,18 @@ func (c checker) accepted(ctx context.Context, ep Endpoint) (string, bool) {
 }
 
 // mayRead reviews get, list and watch on Secrets in the remote namespace.
-func (c checker) mayRead(ctx context.Context, ep Endpoint, user string) bool {
-	client, err := checkClient(ep)
-	if err != nil {
-		c.fail("may read Secrets", err.Error(), "fix the store's auth")
-		return false
-	}
+func (c checker) mayRead(ctx context.Context, client UpstreamClient, user string) bool {
 	ns := c.s.RemoteNamespace()
 	var missing []string
 	for _, verb := range []string{"get", "list", "watch"} {
 		ctx, cancel := context.WithTimeout(ctx, checkTimeout)
-		review, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
-			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Namespace: ns, Verb: verb, Resource: "secrets",
-			}},
-		}, metav1.CreateOptions{})
+		allowed, err := CheckAccess(ctx, client, ns, verb)
 		cancel()
 		switch {
 		case err != nil:
 			c.fail("may read Secrets", "could not review access: "+DescribeUpstreamError(err), "allow the user to create selfsubjectaccessreviews (system:basic-user does)")
 			return false
-		case !review.Status.Allowed:
+		case !allowed:
 			missing = append(missing, verb)
 		}
 	}
