@@ -188,12 +188,11 @@ func (r tokenRequester) request(ctx context.Context, now time.Time) (*oauth2.Tok
 	// The token goes to whatever server.url says. One this cluster's own API
 	// server accepts would let whoever wrote the store act as the ServiceAccount
 	// here: refused, whatever its audiences are called.
-	review, err := r.tokens.client.AuthenticationV1().TokenReviews().Create(ctx,
-		&authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: got.Status.Token}}, metav1.CreateOptions{})
+	ownAPIServer, err := r.authenticated(ctx, got.Status.Token, nil)
 	switch {
 	case err != nil:
 		return nil, time.Time{}, fmt.Errorf("could not check that the token of ServiceAccount %s is not valid on this cluster: %s", r.ref, describeReason(err))
-	case review.Status.Authenticated:
+	case ownAPIServer:
 		return nil, time.Time{}, fmt.Errorf("the audiences %q of ServiceAccount %s are accepted by this cluster's own API server: refused, since the token would be sent upstream; name an audience only the upstream accepts",
 			r.ref.Audiences, r.ref)
 	}
@@ -213,8 +212,14 @@ func (r tokenRequester) request(ctx context.Context, now time.Time) (*oauth2.Tok
 func (r tokenRequester) valid(ctx context.Context, token string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, tokenTimeout)
 	defer cancel()
+	return r.authenticated(ctx, token, r.ref.Audiences)
+}
+
+// authenticated reviews token downstream for audiences; none means the downstream
+// API server's own.
+func (r tokenRequester) authenticated(ctx context.Context, token string, audiences []string) (bool, error) {
 	review, err := r.tokens.client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
-		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: slices.Clone(r.ref.Audiences)},
+		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: slices.Clone(audiences)},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return false, err
