@@ -25,24 +25,14 @@ func TestAuthRef(t *testing.T) {
 	const ns = "kubeconfig-auth"
 	w.Down.EnsureNamespace(t, ns)
 	secrets := w.Down.Client.CoreV1().Secrets(ns)
-	kubeconfig := func(user *clientcmdapi.AuthInfo) []byte {
-		c := clientcmdapi.NewConfig()
-		c.Clusters["upstream"] = &clientcmdapi.Cluster{Server: w.Up.URL(), CertificateAuthorityData: w.Up.CA()}
-		c.AuthInfos["reader"] = user
-		c.Contexts["upstream"] = &clientcmdapi.Context{Cluster: "upstream", AuthInfo: "reader"}
-		c.CurrentContext = "upstream"
-		raw, err := clientcmd.Write(*c)
-		require.NoError(t, err)
-		return raw
-	}
 	setKubeconfig := func(name string, user *clientcmdapi.AuthInfo) {
 		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			_, err = secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string][]byte{"config": kubeconfig(user)}}, metav1.CreateOptions{})
+			_, err = secrets.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string][]byte{"config": upstreamKubeconfig(t, w, user)}}, metav1.CreateOptions{})
 			require.NoError(t, err)
 			return
 		}
-		s.Data["config"] = kubeconfig(user)
+		s.Data["config"] = upstreamKubeconfig(t, w, user)
 		_, err = secrets.Update(ctx, s, metav1.UpdateOptions{})
 		require.NoError(t, err)
 	}
@@ -81,4 +71,18 @@ func TestAuthRef(t *testing.T) {
 		assert.Contains(t, storeStatusOf(t, w, ns, "exec-store").message, `user "reader" runs an exec plugin or auth provider, which secret-relay never runs; give a token or a client certificate`)
 		assert.NoFileExists(t, "/tmp/secret-relay-ran-it")
 	})
+}
+
+// upstreamKubeconfig is a kubeconfig for the world's upstream, as user: what an
+// authRef Secret holds.
+func upstreamKubeconfig(t *testing.T, w *cluster.World, user *clientcmdapi.AuthInfo) []byte {
+	t.Helper()
+	c := clientcmdapi.NewConfig()
+	c.Clusters["upstream"] = &clientcmdapi.Cluster{Server: w.Up.URL(), CertificateAuthorityData: w.Up.CA()}
+	c.AuthInfos["reader"] = user
+	c.Contexts["upstream"] = &clientcmdapi.Context{Cluster: "upstream", AuthInfo: "reader"}
+	c.CurrentContext = "upstream"
+	raw, err := clientcmd.Write(*c)
+	require.NoError(t, err)
+	return raw
 }

@@ -19,7 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/secret-relay/secret-relay/relay"
@@ -312,14 +311,7 @@ func TestESOStoresMoveOver(t *testing.T) {
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	w.Down.CreateSecret(t, ns, "client-tls", map[string]string{"tls.crt": string(certPEM), "tls.key": string(keyPEM)})
-	kubeconfig := clientcmdapi.NewConfig()
-	kubeconfig.Clusters["upstream"] = &clientcmdapi.Cluster{Server: w.Up.URL(), CertificateAuthorityData: w.Up.CA()}
-	kubeconfig.AuthInfos["reader"] = &clientcmdapi.AuthInfo{Token: w.Reader.Token}
-	kubeconfig.Contexts["upstream"] = &clientcmdapi.Context{Cluster: "upstream", AuthInfo: "reader"}
-	kubeconfig.CurrentContext = "upstream"
-	raw, err := clientcmd.Write(*kubeconfig)
-	require.NoError(t, err)
-	w.Down.CreateSecret(t, ns, "upstream-kubeconfig", map[string]string{"config": string(raw)})
+	w.Down.CreateSecret(t, ns, "upstream-kubeconfig", map[string]string{"config": string(upstreamKubeconfig(t, w, &clientcmdapi.AuthInfo{Token: w.Reader.Token}))})
 
 	server := fmt.Sprintf(`
       server:
