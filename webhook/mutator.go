@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -73,7 +74,10 @@ type MutatorConfig struct {
 	Recorder record.EventRecorder
 	// UpstreamTimeout bounds the upstream calls of one admission.
 	UpstreamTimeout time.Duration
-	Logger          *zap.Logger
+	// ConcurrentWrites bounds the downstream writes admissions have in flight; the
+	// rest wait their turn in the order they came (see defaultConcurrentWrites).
+	ConcurrentWrites int
+	Logger           *zap.Logger
 	// Now is the clock; tests fix it.
 	Now func() time.Time
 }
@@ -90,6 +94,9 @@ func (c *MutatorConfig) defaults() error {
 	}
 	if c.UpstreamTimeout <= 0 {
 		c.UpstreamTimeout = 2 * time.Second
+	}
+	if c.ConcurrentWrites <= 0 {
+		c.ConcurrentWrites = defaultConcurrentWrites
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -109,14 +116,30 @@ type Mutator struct {
 	// Secret with the same data: a burst of pods of one workload creates it once
 	// instead of racing into conflicts that each cost an API read.
 	writes singleflight.Group
+	// writeSlots are the downstream writes admissions may have in flight.
+	writeSlots *semaphore.Weighted
 }
+
+// defaultConcurrentWrites is how many downstream writes admissions have in flight at
+// most. kube-apiserver grants 100 concurrent streams on an HTTP/2 connection
+// (--http2-max-streams-per-connection); past them, client-go's transport holds a
+// request until a stream frees, in no particular order, so that in a burst the first
+// admissions wait as long as the last and all of them miss their deadline together.
+// Waiting here instead is first come, first served: in a burst larger than the API
+// server can take within the review deadline, the earliest admissions are written
+// and the latest denied (the ReplicaSet retries them), and a write that would come
+// too late is never sent. 64 leaves streams of the admission client's connection to
+// the reads a review makes. Fewer slots cost throughput: the API server's Secret
+// creates wait on etcd more than on its CPU, so it completes more of them at once
+// (make bench: 600 pods, docs/performance.md).
+const defaultConcurrentWrites = 64
 
 // NewMutator returns a Mutator.
 func NewMutator(cfg MutatorConfig) (*Mutator, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	return &Mutator{cfg: cfg}, nil
+	return &Mutator{cfg: cfg, writeSlots: semaphore.NewWeighted(int64(cfg.ConcurrentWrites))}, nil
 }
 
 // Result is what admission did for one pod.
@@ -359,7 +382,12 @@ func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, t
 			existing = latest
 		}
 		retrying = true
-		if err := m.cfg.Local.Apply(ctx, existing, desired, dryRun); err != nil {
+		if err := m.writeSlots.Acquire(ctx, 1); err != nil {
+			return &relay.Error{Reason: relay.ErrWriteFailed, Namespace: desired.Namespace, Secret: desired.Name, Detail: errWritesQueued}
+		}
+		err := m.cfg.Local.Apply(ctx, existing, desired, dryRun)
+		m.writeSlots.Release(1)
+		if err != nil {
 			return err
 		}
 		wrote = true
@@ -376,6 +404,10 @@ func (m *Mutator) write(ctx context.Context, existing, desired *corev1.Secret, t
 	}
 	return wrote, nil
 }
+
+// errWritesQueued is why a write that waited for its turn until the review's
+// deadline was never sent.
+const errWritesQueued = "the downstream API server did not answer in time: this admission waited for the writes of earlier ones until its deadline"
 
 // checkExisting is relay.CheckExisting for admission, which also writes a copy the
 // leader marked for deletion: the pod it admits uses the copy, and the leader cannot

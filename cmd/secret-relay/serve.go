@@ -273,6 +273,11 @@ func downstreamClients(cfg *rest.Config) (downstream, error) {
 	}
 	admission := rest.CopyConfig(cfg)
 	admission.QPS, admission.Burst = admissionQPS, admissionBurst
+	// A dialer of its own gives admission its own transport, and so its own HTTP/2
+	// connection and streams: client-go shares one transport among the clients of a
+	// config, and the sync controller's fan-out and the watches would otherwise hold
+	// streams that a waiting review needs (webhook.MutatorConfig.ConcurrentWrites).
+	admission.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	if down.admission, err = kubernetes.NewForConfig(admission); err != nil {
 		return down, fmt.Errorf("could not create the downstream admission client: %w", err)
 	}
