@@ -332,6 +332,9 @@ func (f *fleet) heapProfile(t *testing.T, copies int) string {
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, "secret-relay serves profiles with --profiling")
 	path := filepath.Join(filepath.Dir(f.outPath()), fmt.Sprintf("fleet-heap-%d.pb.gz", copies))
+	// The results are written at the end: in a fresh clone, their directory does not
+	// exist yet.
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 	out, err := os.Create(path)
 	require.NoError(t, err)
 	defer out.Close()
