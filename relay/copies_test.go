@@ -371,3 +371,21 @@ func TestRemoteKeys(t *testing.T) {
 	}
 	assert.Equal(t, []string{"db", "api", "tls"}, r.RemoteKeys())
 }
+
+// TestRemoteKeysMany: past the keys compared one by one, a set takes over, and the
+// list is still each key once, in order.
+func TestRemoteKeysMany(t *testing.T) {
+	var r relay.SecretRequest
+	var want []string
+	for i := range 40 {
+		key := fmt.Sprintf("k-%02d", i)
+		want = append(want, key)
+		// Every key twice, the second time after later keys, on both sides of the switch.
+		r.Data = append(r.Data, relay.DataEntry{RemoteRef: relay.RemoteRef{Key: key}})
+		if i >= 2 {
+			r.DataFrom = append(r.DataFrom, relay.DataFromEntry{Extract: relay.RemoteRef{Key: fmt.Sprintf("k-%02d", i-2)}})
+		}
+	}
+	r.DataFrom = append(r.DataFrom, relay.DataFromEntry{Extract: relay.RemoteRef{Key: "k-38"}}, relay.DataFromEntry{Extract: relay.RemoteRef{Key: "k-39"}}, relay.DataFromEntry{Extract: relay.RemoteRef{Key: "new"}})
+	assert.Equal(t, append(want, "new"), r.RemoteKeys())
+}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"slices"
 )
 
 // StoreKind is the kind of a store a reference points at.
@@ -62,14 +63,28 @@ type SecretRequest struct {
 }
 
 // RemoteKeys lists the upstream Secrets the request reads, each once, in order.
+// Admission asks twice per request and review, so a request of a few keys is
+// deduplicated without a map.
 func (r SecretRequest) RemoteKeys() []string {
-	var keys []string
-	seen := map[string]bool{}
+	keys := make([]string, 0, len(r.Data)+len(r.DataFrom))
+	var seen map[string]bool
 	add := func(k string) {
-		if !seen[k] {
+		switch {
+		case seen != nil:
+			if seen[k] {
+				return
+			}
 			seen[k] = true
-			keys = append(keys, k)
+		case slices.Contains(keys, k):
+			return
+		case len(keys) == remoteKeysScanned:
+			seen = make(map[string]bool, cap(keys))
+			for _, s := range keys {
+				seen[s] = true
+			}
+			seen[k] = true
 		}
+		keys = append(keys, k)
 	}
 	for _, d := range r.Data {
 		add(d.RemoteRef.Key)
@@ -79,6 +94,10 @@ func (r SecretRequest) RemoteKeys() []string {
 	}
 	return keys
 }
+
+// remoteKeysScanned is how many distinct keys RemoteKeys compares one by one
+// before it keeps a set.
+const remoteKeysScanned = 16
 
 // SecretSource reads upstream Secrets through one store, for one namespace that may
 // use it; the Secrets it returns may be shared with a cache and must not be

@@ -312,8 +312,9 @@ func (m *Mutator) fetcher(ns string) func(context.Context, relay.SecretRequest) 
 			sources[req.Store] = src
 			read[req.Store] = relay.RemoteSecrets{}
 		}
-		out := relay.RemoteSecrets{}
-		for _, key := range req.RemoteKeys() {
+		keys := req.RemoteKeys()
+		out := make(relay.RemoteSecrets, len(keys))
+		for _, key := range keys {
 			s, ok := read[req.Store][key]
 			if !ok {
 				var err error

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -62,22 +64,58 @@ func MutatePod(pod *corev1.Pod, reqs []relay.SecretRequest, hashes map[string]st
 }
 
 // statusValue renders the secret-relay.io/status annotation: every local Secret and
-// its keyed data token, never a value or anything a value can be guessed from.
-// encoding/json sorts the keys, so the value is stable.
+// its keyed data token, never a value or anything a value can be guessed from. The
+// keys are sorted, as encoding/json sorts a map's, so the value is stable.
 func statusValue(reqs []relay.SecretRequest, hashes map[string]string) (string, error) {
-	status := make(map[string]string, len(reqs))
+	names := make([]string, 0, len(reqs))
 	for _, req := range reqs {
-		h, ok := hashes[req.Name]
-		if !ok || h == "" {
+		if h, ok := hashes[req.Name]; !ok || h == "" {
 			return "", fmt.Errorf("no data-hash for local Secret %q", req.Name)
 		}
-		status[req.Name] = h
+		names = append(names, req.Name)
 	}
-	b, err := json.Marshal(status)
-	if err != nil {
-		return "", fmt.Errorf("could not encode %s annotation: %w", relay.AnnotationStatus, err)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	var b strings.Builder
+	size := 2
+	for _, name := range names {
+		size += len(name) + len(hashes[name]) + 6 // quotes, colon, comma
 	}
-	return string(b), nil
+	b.Grow(size)
+	b.WriteByte('{')
+	for i, name := range names {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if err := writeJSONString(&b, name); err != nil {
+			return "", err
+		}
+		b.WriteByte(':')
+		if err := writeJSONString(&b, hashes[name]); err != nil {
+			return "", err
+		}
+	}
+	b.WriteByte('}')
+	return b.String(), nil
+}
+
+// writeJSONString writes s as a JSON string: as it is between quotes when nothing in
+// it needs escaping (Secret names and tokens never do), else as encoding/json has it.
+func writeJSONString(b *strings.Builder, s string) error {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, err := json.Marshal(s)
+			if err != nil {
+				return fmt.Errorf("could not encode %s annotation: %w", relay.AnnotationStatus, err)
+			}
+			b.Write(q)
+			return nil
+		}
+	}
+	b.WriteByte('"')
+	b.WriteString(s)
+	b.WriteByte('"')
+	return nil
 }
 
 // addEnvFrom adds an envFrom secretRef for the Secret, unless the container already

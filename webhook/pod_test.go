@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -419,4 +420,31 @@ func TestVolumeName(t *testing.T) {
 func sha256Prefix(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])[:16]
+}
+
+// TestStatusValueIsJSON: the status annotation is what encoding/json makes of the
+// names and tokens as a map, whatever they hold, escaping included.
+func TestStatusValueIsJSON(t *testing.T) {
+	for _, names := range [][]string{
+		{"db"},
+		{"zeta", "alpha", "mid"},
+		{"db", "db"},
+		{`quo"te`, `back\slash`, "<html>&", "tab\t", "ünïcode", "\u2028sep", "bad\xffutf8", "\x7f"},
+	} {
+		reqs := make([]relay.SecretRequest, len(names))
+		hashes := map[string]string{}
+		want := map[string]string{}
+		for i, n := range names {
+			reqs[i] = relay.SecretRequest{Name: n}
+			hashes[n] = "v1:" + n + "-token"
+			want[n] = hashes[n]
+		}
+		got, err := statusValue(reqs, hashes)
+		require.NoError(t, err)
+		b, err := json.Marshal(want)
+		require.NoError(t, err)
+		assert.Equal(t, string(b), got, "names %q", names)
+	}
+	_, err := statusValue([]relay.SecretRequest{{Name: "db"}}, map[string]string{})
+	assert.ErrorContains(t, err, `no data-hash for local Secret "db"`)
 }

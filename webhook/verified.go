@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"crypto/sha256"
-	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -72,20 +71,23 @@ func (v *verifiedPods) put(key verifiedKey, at versions) {
 // resource version, or an upstream Secret not read because the item was served from
 // its copy): such a verification is not memoized.
 func versionsOf(existing []*corev1.Secret, remotes []relay.RemoteSecrets, reqs []relay.SecretRequest, tokens relay.Tokenizer) versions {
-	var b strings.Builder
-	b.WriteString(tokens.Token(nil))
+	b := make([]byte, 0, 1024) // on the stack for a pod of a few copies
+	b = append(b, tokens.Token(nil)...)
+	version := func(uid types.UID, rv string) {
+		b = append(append(append(append(b, 0), uid...), '@'), rv...)
+	}
 	for i, req := range reqs {
 		if existing[i] == nil || existing[i].ResourceVersion == "" {
 			return versions{}
 		}
-		b.WriteString("\x00" + string(existing[i].UID) + "@" + existing[i].ResourceVersion)
+		version(existing[i].UID, existing[i].ResourceVersion)
 		for _, name := range req.RemoteKeys() {
 			s := remotes[i][name]
 			if s == nil || s.ResourceVersion == "" {
 				return versions{}
 			}
-			b.WriteString("\x00" + string(s.UID) + "@" + s.ResourceVersion)
+			version(s.UID, s.ResourceVersion)
 		}
 	}
-	return sha256.Sum256([]byte(b.String()))
+	return sha256.Sum256(b)
 }
