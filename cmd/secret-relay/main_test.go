@@ -156,3 +156,38 @@ func TestSoftMemoryLimit(t *testing.T) {
 	_, err = softMemoryLimit("", "256Mi")
 	assert.ErrorContains(t, err, memoryLimitEnv+` must be a number of bytes, got "256Mi"`)
 }
+
+// TestGCTuner: the collector's target rises with the first busy second of reviews,
+// stays up through a short lull, and comes down after quietTicks quiet seconds.
+func TestGCTuner(t *testing.T) {
+	g := &gcTuner{}
+	type tick struct {
+		reviews int64
+		percent int
+		changed bool
+	}
+	for i, tk := range []tick{
+		{reviews: 5, percent: gcPercent},  // pods one by one
+		{reviews: 99, percent: gcPercent}, // not yet busy
+		{reviews: 100, percent: gcPercentBusy, changed: true},
+		{reviews: 6000, percent: gcPercentBusy},
+		{reviews: 0, percent: gcPercentBusy}, // a lull
+		{reviews: 0, percent: gcPercentBusy},
+		{reviews: 500, percent: gcPercentBusy}, // busy again: the lull starts over
+		{reviews: 10, percent: gcPercentBusy},
+		{reviews: 10, percent: gcPercentBusy},
+		{reviews: 10, percent: gcPercent, changed: true}, // quiet for quietTicks
+		{reviews: 0, percent: gcPercent},
+	} {
+		percent, changed := g.step(tk.reviews, time.Second)
+		assert.Equal(t, tk.percent, percent, "tick %d", i)
+		assert.Equal(t, tk.changed, changed, "tick %d", i)
+	}
+	// The rate, not the count: 150 reviews in two seconds is not busy.
+	percent, _ := (&gcTuner{}).step(150, 2*time.Second)
+	assert.Equal(t, gcPercent, percent)
+
+	t.Setenv("GOGC", "75")
+	assert.Nil(t, newGCTuner(), "GOGC set: the runtime's own")
+	newGCTuner().observe() // a nil tuner counts nothing and does not panic
+}

@@ -87,11 +87,15 @@ func serve(ctx context.Context, f Flags) error {
 	if err != nil {
 		return err
 	}
+	gc := newGCTuner()
 	handler, err := webhook.NewHandler(webhook.HandlerConfig{
 		Mutator: parts.mutator,
 		Logger:  logger.Named("webhook"),
 		Metrics: metrics.kwh,
-		Observe: func(result string) { metrics.admissions.WithLabelValues(result).Inc() },
+		Observe: func(result string) {
+			metrics.admissions.WithLabelValues(result).Inc()
+			gc.observe()
+		},
 	})
 	if err != nil {
 		return err
@@ -138,6 +142,7 @@ func serve(ctx context.Context, f Flags) error {
 	g.Go(func() error { return runLeading(leading, f, down.kube, logger.Named("leader"), parts.lead) })
 	run("webhook server", func(context.Context) error { return serveUntilShutdown(webhookSrv.ServeTLS(webhookLn, "", "")) })
 	run("probe server", func(context.Context) error { return serveUntilShutdown(probeSrv.Serve(probeLn)) })
+	run("collector tuner", func(ctx context.Context) error { return gc.run(ctx, logger) })
 
 	select {
 	case <-ctx.Done():
