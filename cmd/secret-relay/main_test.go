@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	kwhwebhook "github.com/slok/kubewebhook/v2/pkg/webhook"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
@@ -190,4 +192,33 @@ func TestGCTuner(t *testing.T) {
 	t.Setenv("GOGC", "75")
 	assert.Nil(t, newGCTuner(), "GOGC set: the runtime's own")
 	newGCTuner().observe() // a nil tuner counts nothing and does not panic
+}
+
+// TestReviewMetricsWithoutNamespace: reviews from many namespaces make one series,
+// not one per namespace.
+func TestReviewMetricsWithoutNamespace(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := newMetrics(reg)
+	require.NoError(t, err)
+	for _, ns := range []string{"team-a", "team-b", "team-c"} {
+		m.kwh.MeasureMutatingWebhookReviewOp(t.Context(), kwhwebhook.MeasureMutatingOpData{MeasureOpCommonData: kwhwebhook.MeasureOpCommonData{
+			WebhookID: "pods.secret-relay.io", ResourceNamespace: ns, ResourceKind: "v1/Pod", Operation: "create", Success: true, Duration: time.Millisecond,
+		}})
+	}
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	seen := 0
+	for _, f := range families {
+		if !strings.HasPrefix(f.GetName(), "kubewebhook_mutating_webhook_review") {
+			continue
+		}
+		seen++
+		require.Len(t, f.GetMetric(), 1, "%s should have one series for all namespaces", f.GetName())
+		for _, l := range f.GetMetric()[0].GetLabel() {
+			if l.GetName() == "resource_namespace" {
+				assert.Empty(t, l.GetValue())
+			}
+		}
+	}
+	assert.NotZero(t, seen, "kubewebhook's review metrics should be registered")
 }
