@@ -68,9 +68,10 @@ type LiveOwners interface {
 // its data and is no longer refreshed. On start and on becoming leader, every copy
 // is checked once, and rewritten only when its data or token is stale.
 type SyncController struct {
-	cfg     SyncConfig
-	queue   workqueue.TypedRateLimitingInterface[string]
-	readers *readers
+	cfg   SyncConfig
+	queue workqueue.TypedRateLimitingInterface[string]
+	// readers finds the copies that read an upstream Secret (remotesOf).
+	readers *relay.KeyIndex
 	leader  atomic.Bool
 
 	mu sync.Mutex
@@ -107,7 +108,7 @@ func NewSyncController(cfg SyncConfig) (*SyncController, error) {
 	c := &SyncController{
 		cfg:     cfg,
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		readers: newReaders(),
+		readers: relay.NewKeyIndex(),
 		seen:    map[string]time.Time{},
 		warned:  map[string]string{},
 		gone:    map[string]*corev1.Secret{},
@@ -265,9 +266,9 @@ func (c *SyncController) localChanged(old, obj any) {
 	}
 	switch {
 	case old == nil:
-		c.readers.set(key, nil, remotesOf(obj))
+		c.readers.Set(key, nil, remotesOf(obj))
 	case sourceOf(old) != sourceOf(obj):
-		c.readers.set(key, remotesOf(old), remotesOf(obj))
+		c.readers.Set(key, remotesOf(old), remotesOf(obj))
 	}
 	c.queue.Add(key)
 }
@@ -283,7 +284,7 @@ func (c *SyncController) forgetLocal(obj any) {
 	if err != nil {
 		return
 	}
-	c.readers.set(key, remotesOf(obj), nil)
+	c.readers.Set(key, remotesOf(obj), nil)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.seen, key)
@@ -340,7 +341,7 @@ func (c *SyncController) forgetGone(key string) {
 // upstreamChanged queues every local copy that reads the changed upstream Secret.
 func (c *SyncController) upstreamChanged(ev remote.SecretEvent) {
 	store := storeIndexKey(ev.Store.Kind, ev.Store.Namespace, ev.Store.Name)
-	keys := c.readers.of(store + "\x00" + ev.Name)
+	keys := c.readers.Of(store + "\x00" + ev.Name)
 	c.mu.Lock()
 	for _, key := range keys {
 		if _, ok := c.seen[key]; !ok {

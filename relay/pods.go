@@ -16,10 +16,6 @@ import (
 // Pods is the resource of the pods PodUsage watches.
 var Pods = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 
-// usedCopyIndex indexes relayed pods by namespace/copy, for each copy their status
-// annotation names.
-const usedCopyIndex = "copy"
-
 // PodUsage is a metadata cache of the pods admission relayed to (those with
 // LabelRelayed), indexed by the copies their status annotation names: which live
 // pods use a copy, without an API call. It keeps of each pod its name, UID,
@@ -27,49 +23,69 @@ const usedCopyIndex = "copy"
 // annotation text included, never reaches it.
 type PodUsage struct {
 	informer cache.SharedIndexInformer
+	handled  cache.ResourceEventHandlerRegistration
+	// users finds the pods whose status names a copy (namespace/name). An informer
+	// index would keep a set for each copy, most of them of one pod: at 10,000
+	// copies, 3-4 MB of the fleet measurement's live heap.
+	users *KeyIndex
 }
 
 // NewPodUsage returns a cache that reads through client.
 func NewPodUsage(client metadata.Interface) *PodUsage {
-	inf := metadatainformer.NewFilteredMetadataInformer(client, Pods, metav1.NamespaceAll, 0, cache.Indexers{
-		usedCopyIndex: func(obj any) ([]string, error) {
-			p, ok := obj.(*usingPod)
-			if !ok {
-				return nil, nil
-			}
-			keys := make([]string, len(p.copies))
-			for i, c := range p.copies {
-				keys[i] = p.namespace + "/" + c
-			}
-			return keys, nil
-		},
-	}, func(o *metav1.ListOptions) { o.LabelSelector = LabelRelayed + "=true" }).Informer()
+	inf := metadatainformer.NewFilteredMetadataInformer(client, Pods, metav1.NamespaceAll, 0, cache.Indexers{},
+		func(o *metav1.ListOptions) { o.LabelSelector = LabelRelayed + "=true" }).Informer()
 	_ = inf.SetTransform(slimPod) // cannot fail before the informer runs
-	return &PodUsage{informer: inf}
+	u := &PodUsage{informer: inf, users: NewKeyIndex()}
+	// Cannot fail before the informer runs either.
+	u.handled, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { u.index(nil, obj) },
+		UpdateFunc: u.index,
+		DeleteFunc: func(obj any) { u.index(obj, nil) },
+	})
+	return u
+}
+
+// index keeps users in step with a pod that was old and is now obj (either nil).
+func (u *PodUsage) index(old, obj any) {
+	before, now := usingPodOf(old), usingPodOf(obj)
+	p := now
+	if p == nil {
+		p = before
+	}
+	if p == nil {
+		return
+	}
+	u.users.Set(p.namespace+"/"+p.name, before.copyKeys(), now.copyKeys())
+}
+
+// usingPodOf is the pod of an informer's object or tombstone, or nil.
+func usingPodOf(obj any) *usingPod {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	p, _ := obj.(*usingPod)
+	return p
 }
 
 // Run runs the informer until ctx ends.
 func (u *PodUsage) Run(ctx context.Context) { u.informer.RunWithContext(ctx) }
 
-// Synced reports whether the first list is in.
-func (u *PodUsage) Synced() bool { return u.informer.HasSynced() }
+// Synced reports whether the first list is in and indexed.
+func (u *PodUsage) Synced() bool {
+	return u.informer.HasSynced() && (u.handled == nil || u.handled.HasSynced())
+}
 
 // Used reports whether a pod's status names the copy namespace/name: a pod being
 // deleted too, since its containers may still read the copy.
 func (u *PodUsage) Used(namespace, name string) bool {
-	keys, err := u.informer.GetIndexer().IndexKeys(usedCopyIndex, namespace+"/"+name)
-	return err != nil || len(keys) > 0 // an index that fails keeps every copy
+	return len(u.pods(namespace, name)) > 0
 }
 
 // UsedByLive reports whether a pod that is not being deleted names the copy: one
 // whose workload still wants it.
 func (u *PodUsage) UsedByLive(namespace, name string) bool {
-	objs, err := u.informer.GetIndexer().ByIndex(usedCopyIndex, namespace+"/"+name)
-	if err != nil {
-		return false // nothing is written again on a guess
-	}
-	for _, obj := range objs {
-		if p, ok := obj.(*usingPod); ok && !p.terminating {
+	for _, p := range u.pods(namespace, name) {
+		if !p.terminating {
 			return true
 		}
 	}
@@ -80,20 +96,28 @@ func (u *PodUsage) UsedByLive(namespace, name string) bool {
 // namespace/name, a pod being deleted too: nil for a pod without a controller. It
 // reports false when the cache cannot say yet.
 func (u *PodUsage) Users(namespace, name string) ([]*metav1.OwnerReference, bool) {
-	if !u.informer.HasSynced() {
+	if !u.Synced() {
 		return nil, false
 	}
-	objs, err := u.informer.GetIndexer().ByIndex(usedCopyIndex, namespace+"/"+name)
-	if err != nil {
-		return nil, false
-	}
-	users := make([]*metav1.OwnerReference, 0, len(objs))
-	for _, obj := range objs {
-		if p, ok := obj.(*usingPod); ok {
-			users = append(users, p.controller)
-		}
+	pods := u.pods(namespace, name)
+	users := make([]*metav1.OwnerReference, 0, len(pods))
+	for _, p := range pods {
+		users = append(users, p.controller)
 	}
 	return users, true
+}
+
+// pods are the cached pods whose status names the copy namespace/name.
+func (u *PodUsage) pods(namespace, name string) []*usingPod {
+	keys := u.users.Of(namespace + "/" + name)
+	pods := make([]*usingPod, 0, len(keys))
+	for _, key := range keys {
+		obj, exists, err := u.informer.GetStore().GetByKey(key)
+		if p, ok := obj.(*usingPod); ok && exists && err == nil && slices.Contains(p.copies, name) {
+			pods = append(pods, p) // the cache has it, and it still names the copy
+		}
+	}
+	return pods
 }
 
 // usingPod is what the cache keeps of a relayed pod.
@@ -112,6 +136,18 @@ type usingPod struct {
 // GetObjectMeta gives the informer the pod's key and version.
 func (p *usingPod) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: p.namespace, Name: p.name, UID: p.uid, ResourceVersion: p.resourceVersion}
+}
+
+// copyKeys are the namespace/name of each copy the pod names; none for nil.
+func (p *usingPod) copyKeys() []string {
+	if p == nil {
+		return nil
+	}
+	keys := make([]string, len(p.copies))
+	for i, c := range p.copies {
+		keys[i] = p.namespace + "/" + c
+	}
+	return keys
 }
 
 // slimPod is the cache's transform. A status annotation that does not parse names

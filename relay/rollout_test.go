@@ -140,3 +140,45 @@ func TestPodUsageUsers(t *testing.T) {
 	assert.True(t, ok)
 	assert.Empty(t, users)
 }
+
+// TestPodUsageFollowsPods: a pod's copies are found as it is created, changes what
+// its status names, starts terminating and is deleted.
+func TestPodUsageFollowsPods(t *testing.T) {
+	t.Setenv("KUBE_FEATURE_WatchListClient", "false") // the fake cannot stream a watch-list
+	scheme := runtime.NewScheme()
+	require.NoError(t, metav1.AddMetaToScheme(scheme))
+	client := metadatafake.NewSimpleMetadataClient(scheme)
+	u := relay.NewPodUsage(client)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go u.Run(ctx)
+	require.Eventually(t, u.Synced, 5*time.Second, 10*time.Millisecond)
+
+	pods := client.Tracker()
+	pod := &metav1.PartialObjectMetadata{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web-a", Namespace: "prod",
+			Labels:      map[string]string{relay.LabelRelayed: "true"},
+			Annotations: map[string]string{relay.AnnotationStatus: `{"db":"hmac-sha256:1","api":"hmac-sha256:2"}`}},
+	}
+	require.NoError(t, pods.Create(relay.Pods, pod.DeepCopy(), "prod"))
+	require.Eventually(t, func() bool { return u.UsedByLive("prod", "db") && u.UsedByLive("prod", "api") }, 5*time.Second, 10*time.Millisecond)
+	assert.False(t, u.Used("other", "db"), "copies are per namespace")
+
+	pod.Annotations[relay.AnnotationStatus] = `{"db":"hmac-sha256:1"}`
+	require.NoError(t, pods.Update(relay.Pods, pod.DeepCopy(), "prod"))
+	require.Eventually(t, func() bool { return !u.Used("prod", "api") }, 5*time.Second, 10*time.Millisecond, "a copy the pod names no more")
+	assert.True(t, u.Used("prod", "db"))
+
+	now := metav1.Now()
+	pod.DeletionTimestamp = &now
+	require.NoError(t, pods.Update(relay.Pods, pod.DeepCopy(), "prod"))
+	require.Eventually(t, func() bool { return !u.UsedByLive("prod", "db") }, 5*time.Second, 10*time.Millisecond, "a terminating pod is not live")
+	assert.True(t, u.Used("prod", "db"), "a terminating pod still uses its copies")
+
+	require.NoError(t, pods.Delete(relay.Pods, "prod", "web-a"))
+	require.Eventually(t, func() bool { return !u.Used("prod", "db") }, 5*time.Second, 10*time.Millisecond, "a deleted pod uses nothing")
+	users, ok := u.Users("prod", "db")
+	assert.True(t, ok)
+	assert.Empty(t, users)
+}
