@@ -70,7 +70,10 @@ type LiveOwners interface {
 type SyncController struct {
 	cfg   SyncConfig
 	queue workqueue.TypedRateLimitingInterface[string]
-	// readers finds the copies that read an upstream Secret (remotesOf).
+	// readers finds the copies that read an upstream Secret (remotesOf). A copy
+	// whose Add is not handled yet is missing from it for a moment; that Add queues
+	// the copy, whose sync reads the upstream cache as it is by then, so no upstream
+	// change is missed.
 	readers *relay.KeyIndex
 	leader  atomic.Bool
 
