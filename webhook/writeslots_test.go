@@ -83,13 +83,15 @@ func TestAdmissionWritesInTurn(t *testing.T) {
 		if i == 2 {
 			// Pod 2 gives up while it waits: its write must never be sent.
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+			ctx, cancel = context.WithTimeout(ctx, 80*time.Millisecond)
 			defer cancel()
 		}
 		start(ctx, i)
-		time.Sleep(20 * time.Millisecond) // let it reach the queue before the next
+		// Let it reach the queue before the next: what comes before is in memory,
+		// microseconds, so this leaves a loaded machine room to schedule it.
+		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond) // pod 2's deadline passes while pod 0 holds the slot
+	time.Sleep(150 * time.Millisecond) // pod 2's deadline passes while pod 0 holds the slot
 	for range pods - 1 {
 		local.release <- struct{}{}
 	}
